@@ -1,0 +1,574 @@
+"""EmbGPT: the GPT-2 architecture in nanoGPT's layout, as a transformers model.
+
+Read top to bottom: attention -> MLP -> block -> pretrained base -> EmbGPTModel -> heads, then the GPT-2 weight
+table. Parameter names are GPT-2's (`transformer.wte`, `transformer.h.0.attn.c_attn`, ...) in `nn.Linear` layout,
+so a GPT-2 checkpoint converts by renaming nothing and transposing four matrices per block.
+
+Numerics follow GPT-2 on purpose, so that logits equal `GPT2LMHeadModel`'s on the same weights.
+
+References:
+1) OpenAI's GPT-2: https://github.com/openai/gpt-2/blob/master/src/model.py
+2) nanoGPT: https://github.com/karpathy/nanoGPT/blob/master/model.py
+3) transformers' GPT-2: src/transformers/models/gpt2/modeling_gpt2.py
+
+This file is uploaded to the Hub as remote code: it imports only torch, transformers and `.configuration_embgpt`.
+"""
+
+import inspect
+import math
+import os
+import re
+import shutil
+import tempfile
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import GenerationMixin, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple, logging
+
+from .configuration_embgpt import EmbGPTConfig
+
+logger = logging.get_logger(__name__)
+
+# transformers 5.24 renamed the KV-cache keyword and output field `past_key_values` -> `cache`; support both.
+_CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+_MASK_PARAMS = set(inspect.signature(create_causal_mask).parameters)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Attention written out, as GPT-2 computes it; also the path that can return the attention weights."""
+    att = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, nh, T, T_kv)
+    if attention_mask is not None:
+        att = att + attention_mask if attention_mask.dtype != torch.bool else att.masked_fill(~attention_mask, float("-inf"))
+    att = F.softmax(att, dim=-1).to(value.dtype)
+    att = F.dropout(att, p=dropout, training=module.training)
+    return torch.matmul(att, value).transpose(1, 2), att  # (B, T, nh, hs), (B, nh, T, T_kv)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.config = config  # the attention registry reads config._attn_implementation
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, attention_mask=None, cache=None, output_attentions=False, **kwargs):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx, {"cache_position": kwargs.get("cache_position")})
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = eager_attention_forward
+        if implementation != "eager":
+            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        y, att = attention(
+            self, q, k, v, attention_mask,
+            scaling=self.scaling, dropout=self.dropout if self.training else 0.0, **kwargs,
+        )  # fmt: skip
+        y = y.reshape(B, T, C)  # re-assemble all head outputs side by side
+        return self.resid_dropout(self.c_proj(y)), att
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+        # GPT-2 was trained with the tanh approximation ("gelu_new"); nanoGPT trains with the exact erf form.
+        self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+
+
+class Block(GradientCheckpointingLayer):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attention_mask=None, cache=None, **kwargs):
+        a, att = self.attn(self.ln_1(x), attention_mask, cache, **kwargs)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, att
+
+
+class EmbGPTPreTrainedModel(PreTrainedModel):
+    config_class = EmbGPTConfig
+    config: EmbGPTConfig
+    base_model_prefix = "transformer"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Block"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    # causal-mask buffers that old GPT-2 checkpoints carry; EmbGPT builds its masks instead
+    _keys_to_ignore_on_load_unexpected = [r"attn\.bias$", r"attn\.masked_bias$"]
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        if isinstance(module, (CausalSelfAttention, MLP)):
+            # GPT-2's scaled init: two residual branches per block add up along the depth
+            init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load an EmbGPT checkpoint, or a transformers GPT-2 one (Hub id or folder), which is converted exactly."""
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        if kwargs.get("config") is None and not os.path.isfile(str(pretrained_model_name_or_path)):
+            config_dict, _ = EmbGPTConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            model_type = config_dict.get("model_type")
+            if model_type == "gpt2":
+                with tempfile.TemporaryDirectory() as converted:
+                    _convert_gpt2_folder(pretrained_model_name_or_path, converted, kwargs, hub_kwargs)
+                    return super().from_pretrained(converted, *model_args, **kwargs)
+            if model_type != EmbGPTConfig.model_type:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint; "
+                    f"EmbGPT loads 'embgpt' and 'gpt2' checkpoints"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, written atomically and always with remote code for every Auto class."""
+        self.config.auto_map = dict(AUTO_MAP)
+        if kwargs.get("push_to_hub"):  # transformers uploads the folder itself
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        with _atomic_folder(save_directory) as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+
+
+class EmbGPTModel(EmbGPTPreTrainedModel):
+    """The transformer without a head: token + position embeddings, blocks, final LayerNorm."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position 0..block_size-1 -> vector
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.wte = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        token_type_ids=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        cache=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        cache = cache if cache is not None else past_key_values
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if self.gradient_checkpointing and self.training:
+            use_cache = False  # the recomputed forward would write the cache a second time
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        if input_ids is not None:
+            _check_token_ids(input_ids, self.config.vocab_size, "input_ids")
+            inputs_embeds = self.wte(input_ids)  # (B, T, C)
+        T = inputs_embeds.shape[1]
+        if not _is_tracing() and past + T > self.config.block_size:
+            raise ValueError(
+                f"input has length {T} (plus {past} cached) but block_size is {self.config.block_size}; "
+                f"crop the input or extend the model's block size"
+            )
+        cache_position = kwargs.pop("cache_position", None)
+        if cache_position is None:
+            cache_position = torch.arange(past, past + T, device=inputs_embeds.device)
+        if position_ids is None:
+            position_ids = cache_position.unsqueeze(0)
+        x = inputs_embeds + self.wpe(position_ids)  # (B, T, C): what the token is + where it is
+        if token_type_ids is not None:  # GPT-2 embeds segment ids through wte too
+            x = x + self.wte(token_type_ids)
+        x = self.drop(x)
+        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, position_ids)
+
+        hidden_states, attentions = [], []
+        for block in self.h:
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, att = block(x, mask, cache, output_attentions=output_attentions, cache_position=cache_position, **kwargs)
+            if output_attentions:
+                attentions.append(att)
+        x = self.ln_f(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return BaseModelOutputWithPast(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            **{_CACHE_FIELD: cache if use_cache else None},
+        )
+
+
+class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
+    """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2."""
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = EmbGPTModel(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        token_type_ids=None,
+        labels=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        logits_to_keep=0,
+        cache=None,
+        **kwargs,
+    ):
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        x = out.last_hidden_state
+        # generation needs only the last position's logits: skip the (T, vocab) matmul for the rest
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(x[:, keep, :])  # (B, T_keep, vocab)
+        loss = None
+        if labels is not None:
+            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=-100)
+            # shifts labels, ignores -100, and divides by num_items_in_batch when Trainer accumulates gradients
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)},
+        )
+
+
+class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
+    """EmbGPT with a linear classifier on the last non-pad token, as GPT2ForSequenceClassification does."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.transformer = EmbGPTModel(config)
+        self.score = nn.Linear(config.n_embd, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        token_type_ids=None,
+        labels=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        cache=None,
+        **kwargs,
+    ):
+        out = self.transformer(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache if cache is not None else past_key_values,
+            inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
+        batch_size = logits.shape[0]
+        if self.config.pad_token_id is None and batch_size != 1:
+            raise ValueError("batches of more than one sequence need config.pad_token_id to find each last token")
+        if self.config.pad_token_id is None or input_ids is None:
+            last = -1  # without ids the padding can't be seen: the last position, as GPT-2 does
+        else:
+            # the rightmost non-pad token handles both left and right padding
+            not_pad = (input_ids != self.config.pad_token_id).to(logits.device, torch.int32)
+            last = (torch.arange(input_ids.shape[-1], device=logits.device, dtype=torch.int32) * not_pad).argmax(-1)
+        pooled_logits = logits[torch.arange(batch_size, device=logits.device), last]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=pooled_logits, config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)},
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: input checks, the causal mask across transformers versions, atomic saves.
+
+
+def _is_tracing():
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _check_token_ids(ids, vocab_size, name, ignore_index=None):
+    """Out-of-range ids would otherwise fail deep inside nn.Embedding (or read garbage on a GPU)."""
+    if _is_tracing() or ids.numel() == 0:
+        return
+    valid = (ids >= 0) & (ids < vocab_size)
+    if ignore_index is not None:
+        valid |= ids == ignore_index
+    if not bool(valid.all()):
+        bad = ids[~valid][0].item()
+        raise ValueError(f"{name} has token id {bad}, which is out of range for vocab_size {vocab_size}")
+
+
+def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
+    """transformers' causal-mask helper (None when SDPA can use is_causal), whose signature moved within 5.x."""
+    if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[-1] == 0:
+        attention_mask = None
+    offered = {
+        "config": config,
+        "inputs_embeds": x,
+        "input_embeds": x,
+        "attention_mask": attention_mask,
+        "cache_position": cache_position,
+        "cache": cache,
+        "past_key_values": cache,
+        "position_ids": position_ids,
+    }
+    return create_causal_mask(**{k: v for k, v in offered.items() if k in _MASK_PARAMS})
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+class _atomic_folder:
+    """Stage a save in a sibling temp folder, then move each file in with os.replace: no file is ever half-written."""
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(os.fspath(directory))
+
+    def __enter__(self):
+        parent = os.path.dirname(self.directory)
+        os.makedirs(parent, exist_ok=True)
+        self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.", dir=parent)
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                os.makedirs(self.directory, exist_ok=True)
+                written = set(os.listdir(self.staging))
+                for name in written:
+                    os.replace(os.path.join(self.staging, name), os.path.join(self.directory, name))
+                for name in set(os.listdir(self.directory)) - written:  # weights of an older save would shadow these
+                    if name.startswith(("model-", "model.safetensors", "pytorch_model")):
+                        os.remove(os.path.join(self.directory, name))
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPT-2 weights. transformers' GPT-2 stores these four as Conv1D, i.e. transposed relative to nn.Linear.
+
+GPT2_MASK_BUFFER = re.compile(r"(^|\.)attn\.(bias|masked_bias)$")  # causal-mask buffers of old GPT-2 files
+GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# GPT-2 features EmbGPT does not have, with the value that means "off"
+GPT2_UNSUPPORTED = {
+    "add_cross_attention": False,
+    "scale_attn_by_inverse_layer_idx": False,
+    "scale_attn_weights": True,
+}
+
+
+def config_from_gpt2(gpt2_config, **overrides):
+    """EmbGPTConfig for a transformers GPT2Config; raises on GPT-2 options EmbGPT can't reproduce."""
+    for name, off in GPT2_UNSUPPORTED.items():
+        if getattr(gpt2_config, name, off) != off:
+            raise ValueError(f"GPT-2 config has {name}={getattr(gpt2_config, name)!r}, which EmbGPT does not support")
+    if gpt2_config.n_inner not in (None, 4 * gpt2_config.n_embd):
+        raise ValueError(f"GPT-2 config has n_inner={gpt2_config.n_inner}; EmbGPT's MLP is 4 * n_embd wide")
+    activation = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": "gelu"}.get(
+        gpt2_config.activation_function
+    )
+    if activation is None:
+        raise ValueError(f"GPT-2 config has activation_function={gpt2_config.activation_function!r}; EmbGPT has GELU")
+    rates = {gpt2_config.resid_pdrop, gpt2_config.embd_pdrop, gpt2_config.attn_pdrop}
+    if len(rates) > 1:
+        logger.warning(f"GPT-2 dropout rates differ ({sorted(rates)}); EmbGPT uses resid_pdrop for all three")
+    values = dict(
+        vocab_size=gpt2_config.vocab_size,
+        block_size=gpt2_config.n_positions,
+        n_layer=gpt2_config.n_layer,
+        n_head=gpt2_config.n_head,
+        n_embd=gpt2_config.n_embd,
+        dropout=gpt2_config.resid_pdrop,
+        bias=True,
+        activation_function=activation,
+        layer_norm_epsilon=gpt2_config.layer_norm_epsilon,
+        initializer_range=gpt2_config.initializer_range,
+        bos_token_id=gpt2_config.bos_token_id,
+        eos_token_id=gpt2_config.eos_token_id,
+        pad_token_id=gpt2_config.pad_token_id,
+    )
+    return EmbGPTConfig(**{**values, **overrides})
+
+
+def gpt2_config_from(config):
+    """The transformers GPT2Config that computes what `config` does (bias=True models only)."""
+    if not config.bias:
+        raise ValueError("GPT-2 has biases everywhere; a bias=False EmbGPT model can't be exported to GPT-2")
+    return GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_embd=config.n_embd,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        activation_function=config.activation_function,
+        layer_norm_epsilon=config.layer_norm_epsilon,
+        initializer_range=config.initializer_range,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+
+
+def state_dict_from_gpt2(gpt2_state_dict):
+    """GPT2LMHeadModel state dict -> EmbGPTForCausalLM state dict: the same names, four matrices transposed."""
+    out = {}
+    for name, tensor in gpt2_state_dict.items():
+        if GPT2_MASK_BUFFER.search(name):
+            continue
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name  # the Hub's original files have no prefix
+        out[name] = tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor
+    return out
+
+
+def state_dict_to_gpt2(state_dict):
+    """EmbGPTForCausalLM state dict -> GPT2LMHeadModel state dict (the inverse of `state_dict_from_gpt2`)."""
+    return {name: tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor for name, tensor in state_dict.items()}
+
+
+def _convert_gpt2_folder(source, destination, kwargs, hub_kwargs):
+    """Load a GPT-2 checkpoint with transformers, check every tensor was there, and save it as EmbGPT."""
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inspect.signature(EmbGPTConfig.__init__).parameters}
+    gpt2, info = GPT2LMHeadModel.from_pretrained(source, output_loading_info=True, dtype=torch.float32, **hub_kwargs)
+    missing = [k for k in info["missing_keys"] if k != "lm_head.weight"]  # the head is tied to wte
+    unexpected = [k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k)]
+    mismatched = [str(m) for m in info.get("mismatched_keys", [])]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"GPT-2 checkpoint {source} does not match its config: "
+            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {mismatched or 'none'}"
+        )
+    model = EmbGPTForCausalLM(config_from_gpt2(gpt2.config, **overrides))
+    model.load_state_dict(state_dict_from_gpt2(gpt2.state_dict()), strict=True)
+    model.generation_config = gpt2.generation_config
+    model.save_pretrained(destination)
+
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_embgpt.EmbGPTConfig",
+    "AutoModel": "modeling_embgpt.EmbGPTModel",
+    "AutoModelForCausalLM": "modeling_embgpt.EmbGPTForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_embgpt.EmbGPTForSequenceClassification",
+}
+# makes save_pretrained copy this file and configuration_embgpt.py beside the weights (Hub remote code)
+EmbGPTConfig.register_for_auto_class()
+EmbGPTModel.register_for_auto_class("AutoModel")
+EmbGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+EmbGPTForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "EmbGPTPreTrainedModel",
+    "EmbGPTModel",
+    "EmbGPTForCausalLM",
+    "EmbGPTForSequenceClassification",
+    "config_from_gpt2",
+    "gpt2_config_from",
+    "state_dict_from_gpt2",
+    "state_dict_to_gpt2",
+]
