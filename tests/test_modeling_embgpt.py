@@ -1,0 +1,206 @@
+"""EmbGPT against transformers' GPT2LMHeadModel on the same weights: logits, loss, gradients, masks, cache."""
+
+import pytest
+import torch
+from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
+
+import hf_embgpt
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, EmbGPTForSequenceClassification
+
+# fused tanh-GELU vs GPT-2's composed gelu_new: equal up to float32 rounding
+TOL = 1e-5
+
+
+def max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+def grads_by_name(model):
+    return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementation):
+    ref, ours = make_pair(attn_implementation)
+    ids = torch.randint(0, 50257, (3, 40))
+    a = ref(ids, labels=ids)
+    b = ours(ids, labels=ids)
+    assert max_diff(a.logits, b.logits) <= TOL
+    assert abs(a.loss.item() - b.loss.item()) <= TOL
+    a.loss.backward()
+    b.loss.backward()
+    ref_grads = grads_by_name(ref)
+    our_grads = grads_by_name(ours)
+    assert set(our_grads) == {n for n, _ in ours.named_parameters()}
+    for name, grad in our_grads.items():
+        expected = ref_grads[name]
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            expected = expected.t()  # GPT-2's Conv1D layout
+        assert max_diff(grad, expected) <= TOL, name
+
+
+def test_hidden_states_and_attentions_match_gpt2(make_pair):
+    ref, ours = make_pair("eager")
+    ids = torch.randint(0, 50257, (2, 16))
+    a = ref(ids, output_hidden_states=True, output_attentions=True)
+    b = ours(ids, output_hidden_states=True, output_attentions=True)
+    assert len(a.hidden_states) == len(b.hidden_states) == ours.config.n_layer + 1
+    for x, y in zip(a.hidden_states, b.hidden_states, strict=True):
+        assert max_diff(x, y) <= TOL
+    assert len(b.attentions) == ours.config.n_layer
+    for x, y in zip(a.attentions, b.attentions, strict=True):
+        assert max_diff(x, y) <= TOL
+
+
+def test_left_padded_batch_matches_gpt2_on_real_tokens(make_pair):
+    ref, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # row 0 is left-padded by 5
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    a = ref(ids, attention_mask=mask, position_ids=position_ids).logits
+    b = ours(ids, attention_mask=mask, position_ids=position_ids).logits
+    assert max_diff(a[mask.bool()], b[mask.bool()]) <= TOL
+    # and the padded row's real tokens equal the same tokens run alone
+    alone = ours(ids[:1, 5:]).logits
+    assert max_diff(alone[0], b[0, 5:]) <= TOL
+
+
+def test_cached_forward_equals_uncached(make_pair):
+    _, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 20))
+    full = ours(ids, use_cache=False).logits
+    first = ours(ids[:, :12], use_cache=True)
+    cache = first.cache if hasattr(first, "cache") else first.past_key_values
+    second = ours(ids[:, 12:], past_key_values=cache, use_cache=True)
+    assert max_diff(full[:, :12], first.logits) <= TOL
+    assert max_diff(full[:, 12:], second.logits) <= TOL
+
+
+def test_cache_keyword_and_past_key_values_keyword_are_the_same(make_pair):
+    from transformers import DynamicCache
+
+    _, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (1, 10))
+    results = []
+    for keyword in ("cache", "past_key_values"):
+        cache = DynamicCache(config=ours.config)
+        ours(ids[:, :6], **{keyword: cache}, use_cache=True)
+        assert cache.get_seq_length() == 6  # the model wrote into the cache it was given
+        results.append(ours(ids[:, 6:], **{keyword: cache}, use_cache=True).logits)
+    assert torch.equal(results[0], results[1])
+
+
+def test_logits_to_keep_returns_the_last_positions(make_pair):
+    _, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 10))
+    full = ours(ids).logits
+    last = ours(ids, logits_to_keep=1).logits
+    assert last.shape == (2, 1, 50257)
+    assert max_diff(last[:, 0], full[:, -1]) <= TOL  # a shorter matmul may round differently
+
+
+def test_return_dict_false_gives_a_tuple(make_pair):
+    _, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (1, 5))
+    out = ours(ids, labels=ids, return_dict=False)
+    assert isinstance(out, tuple) and out[0].ndim == 0
+
+
+def test_weights_are_tied_and_named_like_nanogpt(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    names = {n for n, _ in model.named_parameters()}
+    expected = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"}
+    for part in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+        expected |= {f"transformer.h.1.{part}.weight", f"transformer.h.1.{part}.bias"}
+    assert expected <= names
+    assert model.transformer.h[0].attn.c_attn.weight.shape == (3 * 64, 64)  # nn.Linear (out, in)
+
+
+def test_gpt2_initialisation_scales_residual_projections():
+    torch.manual_seed(0)
+    config = EmbGPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=512)
+    model = EmbGPTForCausalLM(config)
+    scaled = 0.02 / (2 * config.n_layer) ** 0.5
+    for block in model.transformer.h:
+        assert block.attn.c_proj.weight.std().item() == pytest.approx(scaled, rel=0.1)
+        assert block.mlp.c_proj.weight.std().item() == pytest.approx(scaled, rel=0.1)
+        assert block.mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+        assert torch.count_nonzero(block.attn.c_attn.bias) == 0
+    assert model.transformer.wpe.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_bias_false_variant_has_no_bias_tensors():
+    model = EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny", bias=False))
+    assert not [n for n, _ in model.named_parameters() if n.endswith(".bias")]
+    ids = torch.randint(0, 50257, (1, 8))
+    assert model(ids).logits.shape == (1, 8, 50257)
+
+
+def test_gradient_checkpointing_changes_neither_loss_nor_gradients(make_pair):
+    _, ours = make_pair("sdpa")
+    ours.train()
+    ids = torch.randint(0, 50257, (2, 16))
+    plain = ours(ids, labels=ids)
+    plain.loss.backward()
+    plain_grads = {n: g.clone() for n, g in grads_by_name(ours).items()}
+    ours.zero_grad()
+    ours.gradient_checkpointing_enable()
+    checkpointed = ours(ids, labels=ids)
+    checkpointed.loss.backward()
+    assert checkpointed.loss.item() == plain.loss.item()
+    for name, grad in grads_by_name(ours).items():
+        assert torch.equal(grad, plain_grads[name]), name
+
+
+def test_sequence_classification_matches_gpt2(tmp_path):
+    from conftest import gpt2_config
+
+    torch.manual_seed(0)
+    config = gpt2_config(num_labels=3, pad_token_id=0)
+    ref = GPT2ForSequenceClassification(config).eval()
+    ref.save_pretrained(tmp_path)
+    ours = EmbGPTForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert ours.config.pad_token_id == 0 and ours.config.num_labels == 3
+    ids = torch.randint(1, 50257, (3, 10))
+    ids[0, 7:] = 0  # right padding: pools position 6
+    ids[1, :4] = 0  # left padding: pools the last position
+    labels = torch.tensor([0, 2, 1])
+    a = ref(ids, labels=labels)
+    b = ours(ids, labels=labels)
+    assert max_diff(a.logits, b.logits) <= TOL
+    assert abs(a.loss.item() - b.loss.item()) <= TOL
+
+
+def test_auto_classes_resolve_to_embgpt(tmp_path, tiny_config):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    EmbGPTForCausalLM(tiny_config).save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), EmbGPTConfig)
+    assert type(AutoModel.from_pretrained(tmp_path)) is hf_embgpt.EmbGPTModel
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is EmbGPTForCausalLM
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert type(classifier) is EmbGPTForSequenceClassification
+
+
+@pytest.mark.slow
+def test_gpt2_124m_shape_logits_loss_and_gradients_match(tmp_path):
+    torch.manual_seed(0)
+    ref = GPT2LMHeadModel(
+        __import__("conftest").gpt2_config(n_layer=12, n_head=12, n_embd=768, n_positions=1024)
+    )
+    ref.save_pretrained(tmp_path)
+    ours = EmbGPTForCausalLM.from_pretrained(tmp_path)
+    assert ours.num_parameters() == ref.num_parameters() == 124439808
+    ids = torch.randint(0, 50257, (1, 64))
+    a = ref(ids, labels=ids)
+    b = ours(ids, labels=ids)
+    assert max_diff(a.logits, b.logits) <= TOL
+    assert abs(a.loss.item() - b.loss.item()) <= TOL
+    a.loss.backward()
+    b.loss.backward()
+    ref_grads = grads_by_name(ref)
+    for name, grad in grads_by_name(ours).items():
+        expected = ref_grads[name].t() if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else ref_grads[name]
+        assert max_diff(grad, expected) <= TOL, name
