@@ -146,7 +146,7 @@ def test_gradient_checkpointing_changes_neither_loss_nor_gradients(make_pair):
     plain.loss.backward()
     plain_grads = {n: g.clone() for n, g in grads_by_name(ours).items()}
     ours.zero_grad()
-    ours.gradient_checkpointing_enable()
+    getattr(ours, "activation_checkpointing_enable", ours.gradient_checkpointing_enable)()  # renamed in 5.x
     checkpointed = ours(ids, labels=ids)
     checkpointed.loss.backward()
     assert checkpointed.loss.item() == plain.loss.item()
@@ -204,3 +204,57 @@ def test_gpt2_124m_shape_logits_loss_and_gradients_match(tmp_path):
     for name, grad in grads_by_name(ours).items():
         expected = ref_grads[name].t() if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else ref_grads[name]
         assert max_diff(grad, expected) <= TOL, name
+
+
+# ---- bad input: clear errors, never a deep IndexError
+
+
+@pytest.mark.parametrize("bad_id", [-1, 50257, 60000])
+def test_token_ids_out_of_range_are_named(tiny_config, bad_id):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.tensor([[1, 2, bad_id, 3]])
+    with pytest.raises(ValueError, match=rf"input_ids has token id {bad_id}, which is out of range for vocab_size 50257"):
+        model(ids)
+
+
+def test_labels_out_of_range_are_named_but_minus_100_is_allowed(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert model(ids, labels=torch.tensor([[-100, 2, -100, 4]])).loss.isfinite()
+    with pytest.raises(ValueError, match=r"labels has token id 99999, which is out of range for vocab_size 50257"):
+        model(ids, labels=torch.tensor([[1, 99999, 3, 4]]))
+
+
+def test_sequence_longer_than_block_size_is_named(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    with pytest.raises(ValueError, match=r"input has length 129 \(plus 0 cached\) but block_size is 128"):
+        model(torch.zeros(1, 129, dtype=torch.long))
+
+
+def test_sequence_plus_cache_longer_than_block_size_is_named(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    out = model(torch.zeros(1, 100, dtype=torch.long), use_cache=True)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    with pytest.raises(ValueError, match=r"input has length 40 \(plus 100 cached\) but block_size is 128"):
+        model(torch.zeros(1, 40, dtype=torch.long), past_key_values=cache)
+
+
+def test_generation_past_block_size_is_an_error_not_garbage(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    with pytest.raises(ValueError, match=r"block_size is 128"):
+        model.generate(torch.zeros(1, 120, dtype=torch.long), max_new_tokens=20, do_sample=False, pad_token_id=0)
+
+
+def test_both_or_neither_of_input_ids_and_embeds_is_an_error(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model()
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model(ids, inputs_embeds=model.transformer.wte(ids))
+
+
+def test_inputs_embeds_equal_input_ids(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    ids = torch.randint(0, 50257, (2, 7))
+    assert torch.equal(model(ids).logits, model(inputs_embeds=model.transformer.wte(ids)).logits)

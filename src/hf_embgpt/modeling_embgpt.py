@@ -14,14 +14,17 @@ References:
 This file is uploaded to the Hub as remote code: it imports only torch, transformers and `.configuration_embgpt`.
 """
 
+import contextlib
 import inspect
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import (
@@ -162,7 +165,7 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
             config_dict, _ = EmbGPTConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
             model_type = config_dict.get("model_type")
             if model_type == "gpt2":
-                with tempfile.TemporaryDirectory() as converted:
+                with tempfile.TemporaryDirectory() as converted, _reading(pretrained_model_name_or_path):
                     _convert_gpt2_folder(cls, pretrained_model_name_or_path, converted, kwargs, hub_kwargs)
                     return super().from_pretrained(converted, *model_args, **kwargs)
             if model_type != EmbGPTConfig.model_type:
@@ -170,7 +173,8 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
                     f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint; "
                     f"EmbGPT loads 'embgpt' and 'gpt2' checkpoints"
                 )
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with _reading(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, written atomically and always with remote code for every Auto class."""
@@ -426,6 +430,21 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
     return create_causal_mask(**{k: v for k, v in offered.items() if k in _MASK_PARAMS})
 
 
+@contextlib.contextmanager
+def _reading(source):
+    """Name the checkpoint when its weights file can't be parsed (truncated download, corrupt or foreign file)."""
+    try:
+        yield
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
+        unreadable = isinstance(error, (SafetensorError, pickle.UnpicklingError, EOFError)) or (
+            # torch.load on a cut-off zip: a RuntimeError from its reader, or EINVAL when too little is left
+            "PytorchStreamReader" in str(error) or "zip archive" in str(error) or getattr(error, "errno", 0) == 22
+        )
+        if not unreadable:
+            raise
+        raise OSError(f"could not read the weights of {source}: the file is truncated or corrupt ({error})") from error
+
+
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
@@ -548,10 +567,13 @@ def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
         "EmbGPTModel": GPT2Model,
         "EmbGPTForSequenceClassification": GPT2ForSequenceClassification,
     }.get(cls.__name__, GPT2LMHeadModel)
-    gpt2, info = gpt2_class.from_pretrained(source, output_loading_info=True, dtype=torch.float32, **hub_kwargs)
-    missing = [k for k in info["missing_keys"] if k != "lm_head.weight"]  # the head is tied to wte
-    unexpected = [k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k)]
-    mismatched = [str(m) for m in info.get("mismatched_keys", [])]
+    gpt2, info = gpt2_class.from_pretrained(
+        source, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32, **hub_kwargs
+    )  # we report every mismatch below, by name, rather than re-initialising
+    missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight")  # the head is tied to wte
+    unexpected = sorted(k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k))
+    mismatched = [f"{k} {tuple(ckpt)} vs {tuple(want)}" for k, ckpt, want in sorted(info.get("mismatched_keys", []))]
+    missing = [k for k in missing if k not in {m[0] for m in info.get("mismatched_keys", [])}]
     if missing or unexpected or mismatched:
         raise ValueError(
             f"GPT-2 checkpoint {source} does not match its config: "

@@ -1,0 +1,76 @@
+"""generate() through EmbGPT gives the same tokens as GPT2LMHeadModel with the same weights."""
+
+import pytest
+import torch
+
+PROMPTS = ["Hello, my dog is", "The meaning of life, the universe and everything, said the old computer, is"]
+
+
+def generate_both(ref, ours, inputs, **kwargs):
+    outs = []
+    for model in (ref, ours):
+        if kwargs.get("do_sample"):
+            torch.manual_seed(1234)
+        outs.append(model.generate(**inputs, max_new_tokens=12, pad_token_id=50256, **kwargs))
+    return outs
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        dict(do_sample=False),
+        dict(do_sample=False, num_beams=3),
+        dict(do_sample=True, top_k=20, temperature=0.8),
+        dict(do_sample=True, top_p=0.9, temperature=1.3),
+    ],
+    ids=["greedy", "beam", "top_k", "top_p"],
+)
+def test_left_padded_batch_generation_matches_gpt2(make_pair, gpt2_tokenizer, attn_implementation, mode):
+    ref, ours = make_pair(attn_implementation)
+    gpt2_tokenizer.pad_token = gpt2_tokenizer.eos_token
+    gpt2_tokenizer.padding_side = "left"
+    inputs = gpt2_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    assert (inputs.attention_mask == 0).any()  # the batch really is padded
+    expected, got = generate_both(ref, ours, inputs, **mode)
+    assert torch.equal(expected, got)
+
+
+def test_single_prompt_greedy_matches_gpt2_and_padding_does_not_change_it(make_pair, gpt2_tokenizer):
+    ref, ours = make_pair("sdpa")
+    gpt2_tokenizer.pad_token = gpt2_tokenizer.eos_token
+    gpt2_tokenizer.padding_side = "left"
+    alone = gpt2_tokenizer(PROMPTS[:1], return_tensors="pt")
+    expected, got = generate_both(ref, ours, alone)
+    assert torch.equal(expected, got)
+    batch = gpt2_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    padded = ours.generate(**batch, max_new_tokens=12, pad_token_id=50256)
+    n = alone.input_ids.shape[1]
+    assert torch.equal(padded[0, -12:], got[0, n:])
+
+
+def test_generation_without_cache_equals_with_cache(make_pair, gpt2_tokenizer):
+    _, ours = make_pair("sdpa")
+    inputs = gpt2_tokenizer(PROMPTS[:1], return_tensors="pt")
+    with_cache = ours.generate(**inputs, max_new_tokens=10, pad_token_id=50256, use_cache=True)
+    without = ours.generate(**inputs, max_new_tokens=10, pad_token_id=50256, use_cache=False)
+    assert torch.equal(with_cache, without)
+
+
+def test_static_cache_generation_matches_dynamic(make_pair, gpt2_tokenizer):
+    ref, ours = make_pair("sdpa")
+    inputs = gpt2_tokenizer(PROMPTS[:1], return_tensors="pt")
+    dynamic = ours.generate(**inputs, max_new_tokens=10, pad_token_id=50256)
+    static = ours.generate(**inputs, max_new_tokens=10, pad_token_id=50256, cache_implementation="static")
+    assert torch.equal(dynamic, static)
+
+
+def test_text_generation_pipeline_matches_gpt2(make_pair, gpt2_tokenizer):
+    from transformers import pipeline
+
+    ref, ours = make_pair("sdpa")
+    texts = []
+    for model in (ref, ours):
+        generator = pipeline("text-generation", model=model, tokenizer=gpt2_tokenizer)
+        texts.append(generator(PROMPTS[0], max_new_tokens=8, do_sample=False, pad_token_id=50256)[0]["generated_text"])
+    assert texts[0] == texts[1] and texts[1].startswith(PROMPTS[0])

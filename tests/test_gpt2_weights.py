@@ -1,0 +1,193 @@
+"""Loading transformers GPT-2 checkpoints (every file layout) into EmbGPT, exporting back, and the errors."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+from conftest import save_random_gpt2
+from hf_embgpt import EmbGPTForCausalLM
+from hf_embgpt.modeling_embgpt import gpt2_config_from, state_dict_to_gpt2
+
+
+def logits_of(model, ids):
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+IDS = torch.randint(0, 50257, (2, 9), generator=torch.Generator().manual_seed(0))
+
+
+def test_round_trip_gpt2_folder_to_embgpt_to_auto_to_gpt2_is_bit_exact(tmp_path, gpt2_dir):
+    ref = GPT2LMHeadModel.from_pretrained(gpt2_dir)
+    ours = EmbGPTForCausalLM.from_pretrained(gpt2_dir)
+    ours.save_pretrained(tmp_path / "embgpt")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "embgpt")
+    assert type(again) is EmbGPTForCausalLM
+    for name, tensor in ours.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    # export back to a stock GPT-2 checkpoint
+    exported = GPT2LMHeadModel(gpt2_config_from(again.config))
+    exported.load_state_dict(state_dict_to_gpt2(again.state_dict()))
+    exported.save_pretrained(tmp_path / "gpt2-again")
+    back = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2-again")
+    for name, tensor in ref.state_dict().items():
+        assert torch.equal(tensor, back.state_dict()[name]), name
+    assert torch.equal(logits_of(ref, IDS), logits_of(back, IDS))
+
+
+def original_hub_layout(gpt2_dir, out, fmt):
+    """Rewrite a save_pretrained folder as the Hub's original GPT-2 files: no `transformer.` prefix, mask buffers."""
+    os.makedirs(out)
+    state = load_file(os.path.join(gpt2_dir, "model.safetensors"))
+    config = json.load(open(os.path.join(gpt2_dir, "config.json")))
+    n_ctx = config["n_positions"]
+    raw = {k.removeprefix("transformer."): v.contiguous() for k, v in state.items()}
+    for i in range(config["n_layer"]):
+        raw[f"h.{i}.attn.bias"] = torch.tril(torch.ones(n_ctx, n_ctx)).view(1, 1, n_ctx, n_ctx)
+        raw[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    json.dump(config, open(os.path.join(out, "config.json"), "w"))
+    if fmt == "bin":
+        torch.save(raw, os.path.join(out, "pytorch_model.bin"))
+    else:
+        save_file(raw, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_original_hub_layout_without_prefix_and_with_mask_buffers_loads_exactly(tmp_path, gpt2_dir, fmt):
+    folder = original_hub_layout(gpt2_dir, tmp_path / "hub", fmt)
+    ref = GPT2LMHeadModel.from_pretrained(gpt2_dir)
+    ours = EmbGPTForCausalLM.from_pretrained(folder)
+    assert (logits_of(ref, IDS) - logits_of(ours, IDS)).abs().max() <= 1e-5
+    assert ours.lm_head.weight is ours.transformer.wte.weight
+
+
+def test_sharded_checkpoint_loads_exactly(tmp_path, gpt2_dir):
+    ref = GPT2LMHeadModel.from_pretrained(gpt2_dir)
+    ref.save_pretrained(tmp_path / "sharded", max_shard_size="1MB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    ours = EmbGPTForCausalLM.from_pretrained(tmp_path / "sharded")
+    assert (logits_of(ref, IDS) - logits_of(ours, IDS)).abs().max() <= 1e-5
+
+
+def test_config_overrides_apply_when_converting(gpt2_dir):
+    ours = EmbGPTForCausalLM.from_pretrained(gpt2_dir, dropout=0.2)
+    assert ours.config.dropout == 0.2 and ours.config.model_type == "embgpt"
+
+
+def test_dtype_and_attn_implementation_pass_through_conversion(gpt2_dir):
+    ours = EmbGPTForCausalLM.from_pretrained(gpt2_dir, dtype=torch.bfloat16, attn_implementation="eager")
+    assert ours.transformer.wte.weight.dtype == torch.bfloat16
+    assert ours.config._attn_implementation == "eager"
+
+
+# ---- bad checkpoints
+
+
+def rewrite_weights(folder, change):
+    path = os.path.join(folder, "model.safetensors")
+    state = load_file(path)
+    change(state)
+    save_file(state, path, metadata={"format": "pt"})
+
+
+def test_missing_tensor_is_named(gpt2_dir):
+    rewrite_weights(gpt2_dir, lambda s: s.pop("transformer.h.1.ln_2.bias"))
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.ln_2\.bias'\]"):
+        EmbGPTForCausalLM.from_pretrained(gpt2_dir)
+
+
+def test_unexpected_tensor_is_named(gpt2_dir):
+    rewrite_weights(gpt2_dir, lambda s: s.update({"transformer.h.0.attn.rotary": torch.zeros(3)}))
+    with pytest.raises(ValueError, match=r"unexpected \['transformer\.h\.0\.attn\.rotary'\]"):
+        EmbGPTForCausalLM.from_pretrained(gpt2_dir)
+
+
+def test_mis_shaped_tensor_is_named(gpt2_dir):
+    rewrite_weights(gpt2_dir, lambda s: s.update({"transformer.wpe.weight": torch.zeros(64, 64)}))
+    with pytest.raises(ValueError, match=r"mis-shaped \['transformer\.wpe\.weight \(64, 64\) vs \(128, 64\)'\]"):
+        EmbGPTForCausalLM.from_pretrained(gpt2_dir)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("keep", [0.5, 0.001])
+@pytest.mark.parametrize("kind", ["gpt2", "embgpt"])
+def test_truncated_weights_file_is_an_error_naming_the_checkpoint(tmp_path, gpt2_dir, fmt, keep, kind):
+    folder = str(tmp_path / "ckpt")
+    model_class = GPT2LMHeadModel if kind == "gpt2" else EmbGPTForCausalLM
+    model_class.from_pretrained(gpt2_dir).save_pretrained(folder)
+    path = os.path.join(folder, "model.safetensors")
+    if fmt == "bin":  # transformers 5 writes only safetensors; older GPT-2 checkpoints are pickles
+        torch.save(load_file(path), os.path.join(folder, "pytorch_model.bin"))
+        os.remove(path)
+        path = os.path.join(folder, "pytorch_model.bin")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: int(len(data) * keep)])
+    with pytest.raises(OSError, match=rf"could not read the weights of {folder}: the file is truncated or corrupt"):
+        EmbGPTForCausalLM.from_pretrained(folder)
+
+
+def test_non_gpt2_checkpoint_is_refused_with_its_type(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4).save_pretrained(
+        tmp_path
+    )
+    with pytest.raises(ValueError, match=r"is a 'llama' checkpoint; EmbGPT loads 'embgpt' and 'gpt2' checkpoints"):
+        EmbGPTForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=True"),
+        (dict(n_inner=100), "n_inner=100"),
+        (dict(activation_function="relu"), "activation_function='relu'"),
+    ],
+)
+def test_gpt2_options_embgpt_cannot_reproduce_are_refused(tmp_path, overrides, message):
+    folder = save_random_gpt2(tmp_path / "gpt2", **overrides)
+    with pytest.raises(ValueError, match=message):
+        EmbGPTForCausalLM.from_pretrained(folder)
+
+
+def test_bias_false_model_cannot_be_exported_to_gpt2(tiny_config):
+    tiny_config.bias = False
+    with pytest.raises(ValueError, match="bias=False"):
+        gpt2_config_from(tiny_config)
+
+
+# ---- saves are atomic
+
+
+def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tiny_config, monkeypatch):
+    from transformers import PreTrainedModel
+
+    model = EmbGPTForCausalLM(tiny_config)
+    model.save_pretrained(tmp_path / "ckpt")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+
+    def crash_mid_write(self, directory, *args, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", crash_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(tmp_path / "ckpt")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no staging folder left behind
+
+
+def test_resave_unsharded_removes_stale_shards(tmp_path, tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    model.save_pretrained(tmp_path, max_shard_size="1MB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("model*.safetensors*")) == ["model.safetensors"]
+    assert torch.equal(EmbGPTForCausalLM.from_pretrained(tmp_path).transformer.wte.weight, model.transformer.wte.weight)
