@@ -236,12 +236,12 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
         T = inputs_embeds.shape[1]
         if not _is_tracing() and past + T > self.config.block_size:
             raise ValueError(
-                f"input has length {T} (plus {past} cached) but block_size is {self.config.block_size}; "
+                f"input has length {T} (plus {int(past)} cached) but block_size is {self.config.block_size}; "
                 f"crop the input or extend the model's block size"
             )
         cache_position = kwargs.pop("cache_position", None)
         if cache_position is None:
-            cache_position = torch.arange(past, past + T, device=inputs_embeds.device)
+            cache_position = torch.arange(T, device=inputs_embeds.device) + past  # past is a tensor in static caches
         if position_ids is None:
             position_ids = cache_position.unsqueeze(0)
         x = inputs_embeds + self.wpe(position_ids)  # (B, T, C): what the token is + where it is
