@@ -258,3 +258,30 @@ def test_inputs_embeds_equal_input_ids(tiny_config):
     model = EmbGPTForCausalLM(tiny_config).eval()
     ids = torch.randint(0, 50257, (2, 7))
     assert torch.equal(model(ids).logits, model(inputs_embeds=model.transformer.wte(ids)).logits)
+
+
+# ---- the ecosystem's tools
+
+
+def test_torch_export_matches_eager(make_pair):
+    _, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 16))
+    program = torch.export.export(ours, args=(ids,), kwargs={"use_cache": False})
+    with torch.no_grad():
+        assert torch.equal(program.module()(ids, use_cache=False).logits, ours(ids, use_cache=False).logits)
+
+
+def test_accelerate_device_map_splits_at_block_boundaries_and_matches(tmp_path):
+    torch.manual_seed(0)
+    config = EmbGPTConfig.from_preset("tiny", n_layer=4, vocab_size=1000, bos_token_id=0, eos_token_id=0)
+    ours = EmbGPTForCausalLM(config).eval()
+    ours.save_pretrained(tmp_path / "model")
+    offloaded = EmbGPTForCausalLM.from_pretrained(
+        tmp_path / "model", device_map="auto", max_memory={"cpu": "700KB"}, offload_folder=tmp_path / "offload"
+    )
+    placement = offloaded.hf_device_map
+    assert placement["transformer.h.0"] == "cpu" and placement["transformer.h.3"] == "disk"  # really split
+    assert all(not name.startswith("transformer.h.") or name.count(".") == 2 for name in placement)  # whole blocks
+    ids = torch.randint(0, 1000, (1, 12))
+    with torch.no_grad():
+        assert (offloaded(ids).logits - ours(ids).logits).abs().max() <= TOL
