@@ -19,6 +19,18 @@ def grads_by_name(model):
     return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
+def assert_every_gradient_matches(ref, ours):
+    """Every EmbGPT parameter has a gradient equal to GPT-2's (whose four Conv1D weights are transposed)."""
+    ref_grads = grads_by_name(ref)
+    our_grads = grads_by_name(ours)
+    assert set(our_grads) == {n for n, _ in ours.named_parameters()}
+    for name, grad in our_grads.items():
+        expected = ref_grads[name]
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            expected = expected.t()
+        assert max_diff(grad, expected) <= TOL, name
+
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementation):
     ref, ours = make_pair(attn_implementation)
@@ -29,27 +41,45 @@ def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementatio
     assert abs(a.loss.item() - b.loss.item()) <= TOL
     a.loss.backward()
     b.loss.backward()
-    ref_grads = grads_by_name(ref)
-    our_grads = grads_by_name(ours)
-    assert set(our_grads) == {n for n, _ in ours.named_parameters()}
-    for name, grad in our_grads.items():
-        expected = ref_grads[name]
-        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
-            expected = expected.t()  # GPT-2's Conv1D layout
-        assert max_diff(grad, expected) <= TOL, name
+    assert_every_gradient_matches(ref, ours)
 
 
-def test_hidden_states_and_attentions_match_gpt2(make_pair):
-    ref, ours = make_pair("eager")
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_hidden_states_and_attentions_match_gpt2(make_pair, attn_implementation, padded):
+    ref, ours = make_pair(attn_implementation)
     ids = torch.randint(0, 50257, (2, 16))
-    a = ref(ids, output_hidden_states=True, output_attentions=True)
-    b = ours(ids, output_hidden_states=True, output_attentions=True)
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[0, :6] = 0
+    a = ref(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    b = ours(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    real = mask.bool()
+    assert max_diff(a.logits[real], b.logits[real]) <= TOL
     assert len(a.hidden_states) == len(b.hidden_states) == ours.config.n_layer + 1
     for x, y in zip(a.hidden_states, b.hidden_states, strict=True):
-        assert max_diff(x, y) <= TOL
+        assert max_diff(x[real], y[real]) <= TOL
+    if attn_implementation == "sdpa":  # SDPA computes no weights, for either model
+        assert a.attentions == b.attentions == ()
+        return
     assert len(b.attentions) == ours.config.n_layer
     for x, y in zip(a.attentions, b.attentions, strict=True):
-        assert max_diff(x, y) <= TOL
+        assert max_diff(x[1], y[1]) <= TOL
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+def test_four_dimensional_masks_match_gpt2(make_pair, attn_implementation, mask_dtype):
+    ref, ours = make_pair(attn_implementation)
+    ids = torch.randint(0, 50257, (2, 10))
+    allowed = torch.tril(torch.ones(10, 10, dtype=torch.bool)).expand(2, 1, 10, 10).clone()
+    allowed[0, :, :, :3] = False  # row 0: three left-pad keys
+    allowed[0, :, :3, :3] = torch.eye(3, dtype=torch.bool)  # pad queries see themselves, as transformers does
+    additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    a = ref(ids, attention_mask=additive).logits  # GPT-2's eager path adds a bool mask as 0/1, so it gets floats
+    b = ours(ids, attention_mask=allowed if mask_dtype == torch.bool else additive).logits
+    assert torch.isfinite(b).all()
+    assert max_diff(a[:, 3:], b[:, 3:]) <= TOL
 
 
 def test_left_padded_batch_matches_gpt2_on_real_tokens(make_pair):
@@ -66,15 +96,23 @@ def test_left_padded_batch_matches_gpt2_on_real_tokens(make_pair):
     assert max_diff(alone[0], b[0, 5:]) <= TOL
 
 
-def test_cached_forward_equals_uncached(make_pair):
-    _, ours = make_pair("sdpa")
+@pytest.mark.parametrize("padded", [False, True])
+def test_cached_forward_equals_uncached_and_gpt2(make_pair, padded):
+    ref, ours = make_pair("sdpa")
     ids = torch.randint(0, 50257, (2, 20))
-    full = ours(ids, use_cache=False).logits
-    first = ours(ids[:, :12], use_cache=True)
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, :7] = 0
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    full = ours(ids, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
+    first = ours(ids[:, :12], attention_mask=mask[:, :12], position_ids=position_ids[:, :12], use_cache=True)
     cache = first.cache if hasattr(first, "cache") else first.past_key_values
-    second = ours(ids[:, 12:], past_key_values=cache, use_cache=True)
-    assert max_diff(full[:, :12], first.logits) <= TOL
+    second = ours(ids[:, 12:], attention_mask=mask, position_ids=position_ids[:, 12:], past_key_values=cache)
+    real = mask.bool()
+    assert max_diff(full[:, :12][real[:, :12]], first.logits[real[:, :12]]) <= TOL
     assert max_diff(full[:, 12:], second.logits) <= TOL
+    expected = ref(ids, attention_mask=mask, position_ids=position_ids).logits
+    assert max_diff(expected[real], full[real]) <= TOL
 
 
 def test_cache_keyword_and_past_key_values_keyword_are_the_same(make_pair):
@@ -139,7 +177,9 @@ def test_bias_false_variant_has_no_bias_tensors():
 
 
 def test_gradient_checkpointing_changes_neither_loss_nor_gradients(make_pair):
-    _, ours = make_pair("sdpa")
+    from transformers import DynamicCache
+
+    ref, ours = make_pair("sdpa")
     ours.train()
     ids = torch.randint(0, 50257, (2, 16))
     plain = ours(ids, labels=ids)
@@ -147,11 +187,15 @@ def test_gradient_checkpointing_changes_neither_loss_nor_gradients(make_pair):
     plain_grads = {n: g.clone() for n, g in grads_by_name(ours).items()}
     ours.zero_grad()
     getattr(ours, "activation_checkpointing_enable", ours.gradient_checkpointing_enable)()  # renamed in 5.x
-    checkpointed = ours(ids, labels=ids)
+    cache = DynamicCache(config=ours.config)
+    checkpointed = ours(ids, labels=ids, past_key_values=cache)
     checkpointed.loss.backward()
+    assert cache.get_seq_length() == 0  # the recomputed forward must not write a cache
     assert checkpointed.loss.item() == plain.loss.item()
     for name, grad in grads_by_name(ours).items():
         assert torch.equal(grad, plain_grads[name]), name
+    ref(ids, labels=ids).loss.backward()
+    assert_every_gradient_matches(ref, ours)
 
 
 def test_sequence_classification_matches_gpt2(tmp_path):
@@ -173,6 +217,14 @@ def test_sequence_classification_matches_gpt2(tmp_path):
     assert abs(a.loss.item() - b.loss.item()) <= TOL
 
 
+def test_sequence_classifier_from_a_gpt2_language_model_gets_a_fresh_head(gpt2_dir):
+
+    classifier = EmbGPTForSequenceClassification.from_pretrained(gpt2_dir, num_labels=3, pad_token_id=50256)
+    assert classifier.score.weight.shape == (3, 64) and classifier.config.num_labels == 3
+    body = GPT2LMHeadModel.from_pretrained(gpt2_dir).transformer.wpe.weight
+    assert torch.equal(classifier.transformer.wpe.weight, body)
+
+
 def test_auto_classes_resolve_to_embgpt(tmp_path, tiny_config):
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -185,14 +237,10 @@ def test_auto_classes_resolve_to_embgpt(tmp_path, tiny_config):
 
 
 @pytest.mark.slow
-def test_gpt2_124m_shape_logits_loss_and_gradients_match(tmp_path):
-    torch.manual_seed(0)
-    ref = GPT2LMHeadModel(
-        __import__("conftest").gpt2_config(n_layer=12, n_head=12, n_embd=768, n_positions=1024)
-    )
-    ref.save_pretrained(tmp_path)
-    ours = EmbGPTForCausalLM.from_pretrained(tmp_path)
-    assert ours.num_parameters() == ref.num_parameters() == 124439808
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_gpt2_124m_shape_logits_loss_and_gradients_match(make_pair, attn_implementation):
+    ref, ours = make_pair(attn_implementation, n_layer=12, n_head=12, n_embd=768, n_positions=1024)
+    assert ours.num_parameters() == ref.num_parameters()
     ids = torch.randint(0, 50257, (1, 64))
     a = ref(ids, labels=ids)
     b = ours(ids, labels=ids)
@@ -200,10 +248,7 @@ def test_gpt2_124m_shape_logits_loss_and_gradients_match(tmp_path):
     assert abs(a.loss.item() - b.loss.item()) <= TOL
     a.loss.backward()
     b.loss.backward()
-    ref_grads = grads_by_name(ref)
-    for name, grad in grads_by_name(ours).items():
-        expected = ref_grads[name].t() if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) else ref_grads[name]
-        assert max_diff(grad, expected) <= TOL, name
+    assert_every_gradient_matches(ref, ours)
 
 
 # ---- bad input: clear errors, never a deep IndexError
@@ -213,8 +258,26 @@ def test_gpt2_124m_shape_logits_loss_and_gradients_match(tmp_path):
 def test_token_ids_out_of_range_are_named(tiny_config, bad_id):
     model = EmbGPTForCausalLM(tiny_config)
     ids = torch.tensor([[1, 2, bad_id, 3]])
-    with pytest.raises(ValueError, match=rf"input_ids has token id {bad_id}, which is out of range for vocab_size 50257"):
+    with pytest.raises(
+        ValueError, match=rf"input_ids has token id {bad_id}, which is out of range for vocab_size 50257"
+    ):
         model(ids)
+
+
+def test_token_type_and_position_ids_out_of_range_are_named(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"token_type_ids has token id 50300, which is out of range for vocab_size"):
+        model(ids, token_type_ids=torch.tensor([[0, 0, 50300]]))
+    with pytest.raises(ValueError, match=r"position_ids has value 128, which is out of range for block_size 128"):
+        model(ids, position_ids=torch.tensor([[0, 1, 128]]))
+
+
+@pytest.mark.parametrize("shape", [(5,), (1, 2, 3)])
+def test_input_ids_of_the_wrong_shape_are_named(tiny_config, shape):
+    model = EmbGPTForCausalLM(tiny_config)
+    with pytest.raises(ValueError, match=r"input_ids must be integer token ids of shape \(batch, length\)"):
+        model(torch.zeros(shape, dtype=torch.long))
 
 
 def test_labels_out_of_range_are_named_but_minus_100_is_allowed(tiny_config):

@@ -20,13 +20,23 @@ of `config.block_size` (= `max_position_embeddings`).
 
   With "copy" and "tile" the extended model computes exactly what the original did on inputs of length <= old.
 
-Both update `config.block_size` and, when set, `generation_config.max_length` (lowered to n on a crop; moved to n
-on an extension when it equalled the old block size). `embgpt block-size MODEL OUT --crop N | --extend N` does the
-same to a saved checkpoint (EmbGPT or GPT-2 folder or Hub id) and writes an EmbGPT folder.
+  Check the last row first. A model trained from scratch on blocks of exactly block_size tokens with
+  `labels = input_ids` never trains row `old-1`: the last position predicts nothing, so no gradient reaches it and
+  it keeps its initial value (`embgpt inspect` shows a norm far below its neighbours'). "copy" would spread that row
+  over every new position; `crop_block_size(model, old - 1)` before extending drops it.
+
+Both replace `transformer.wpe` with a new `nn.Embedding` (same dtype, device and `requires_grad`), so build the
+optimizer after changing the block size. Both update `config.block_size` and, when set,
+`generation_config.max_length` (lowered to n on a crop; moved to n on an extension when it equalled the old block
+size). `embgpt block-size MODEL OUT --crop N | --extend N` does the same to a saved checkpoint (EmbGPT or GPT-2
+folder or Hub id) and writes an EmbGPT folder, with the tokenizer's `model_max_length` set to N.
 """
 
 import argparse
 import logging
+import os
+import shutil
+import tempfile
 
 import torch
 from torch import nn
@@ -38,13 +48,12 @@ EXTEND_METHODS = ("interpolate", "copy", "tile")
 
 
 def _base_model(model):
-    """The module that owns `wpe` (EmbGPTModel inside any EmbGPT head model) and the config that names its size."""
-    from .modeling_embgpt import EmbGPTModel, EmbGPTPreTrainedModel
+    """The module that owns `wpe`: the EmbGPTModel itself, or the one inside an EmbGPT head model."""
+    from .modeling_embgpt import EmbGPTPreTrainedModel
 
     if not isinstance(model, EmbGPTPreTrainedModel):
         raise TypeError(f"expected an EmbGPT model (EmbGPTForCausalLM, EmbGPTModel, ...), got {type(model).__name__}")
-    base = model if isinstance(model, EmbGPTModel) else model.base_model
-    return base
+    return model.base_model  # the model itself for EmbGPTModel, `model.transformer` for the head models
 
 
 def _check_size(n, what):
@@ -88,7 +97,11 @@ def crop_block_size(model, n, cache=None):
     if n > old:
         raise ValueError(f"cannot crop block_size {old} to {n}, which is larger; use extend_block_size to grow it")
     if cache is not None:
-        held = cache.get_seq_length() if hasattr(cache, "get_seq_length") else cache[0][0].shape[-2]
+        if not hasattr(cache, "get_seq_length"):
+            raise TypeError(
+                f"cache must be a transformers Cache (DynamicCache, StaticCache, ...), got {type(cache).__name__}"
+            )
+        held = cache.get_seq_length()
         if held > n:
             raise ValueError(f"cannot crop block_size to {n}: the cache in use holds {held} positions")
     with torch.no_grad():
@@ -154,6 +167,19 @@ def build_parser():
     return parser
 
 
+def save_tokenizer(tokenizer, directory):
+    """`tokenizer.save_pretrained(directory)`, staged in a sibling temp folder and moved in file by file."""
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".tokenizer.", dir=os.path.dirname(directory))
+    try:
+        for name in tokenizer.save_pretrained(staging):
+            if os.path.isfile(name):
+                os.replace(name, os.path.join(directory, os.path.basename(name)))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from transformers import AutoTokenizer
@@ -174,7 +200,7 @@ def main(argv=None):
     model.save_pretrained(args.out)
     if tokenizer is not None:
         tokenizer.model_max_length = model.config.block_size  # so the tokenizer's truncation matches the model
-        tokenizer.save_pretrained(args.out)
+        save_tokenizer(tokenizer, args.out)
     how = "cropped" if args.crop is not None else f"extended ({args.method})"
     print(f"{how} block_size {old} -> {model.config.block_size}; saved to {args.out}")
     return 0

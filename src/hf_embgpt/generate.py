@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 
 import torch
 
@@ -62,12 +61,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     args = parser.parse_args(argv)
-    if not os.path.exists(args.model) and os.sep in args.model.strip("/") and args.model.count("/") > 1:
-        parser.error(f"model folder {args.model} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
     prompts = args.prompt or [tokenizer.eos_token]
-    sampling = {} if args.greedy else dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if args.greedy:
+        sampling = {}
     texts = generate_text(
         model,
         tokenizer,

@@ -24,7 +24,6 @@ import shutil
 import tempfile
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import (
@@ -36,7 +35,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -59,8 +58,10 @@ _MASK_PARAMS = set(inspect.signature(create_causal_mask).parameters)
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Attention written out, as GPT-2 computes it; also the path that can return the attention weights."""
     att = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, nh, T, T_kv)
-    if attention_mask is not None:
-        att = att + attention_mask if attention_mask.dtype != torch.bool else att.masked_fill(~attention_mask, float("-inf"))
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        att = att.masked_fill(~attention_mask, torch.finfo(att.dtype).min)  # not -inf: fully padded rows stay finite
+    elif attention_mask is not None:
+        att = att + attention_mask
     att = F.softmax(att, dim=-1).to(value.dtype)
     att = F.dropout(att, p=dropout, training=module.training)
     return torch.matmul(att, value).transpose(1, 2), att  # (B, T, nh, hs), (B, nh, T, T_kv)
@@ -81,15 +82,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj.is_residual_projection = True  # GPT-2's scaled init, see _init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, attention_mask=None, cache=None, output_attentions=False, **kwargs):
+    def forward(self, x, attention_mask=None, cache=None, **kwargs):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, {"cache_position": kwargs.get("cache_position")})
-        implementation = "eager" if output_attentions else self.config._attn_implementation
-        attention = eager_attention_forward
-        if implementation != "eager":
-            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        # the mask was built for this implementation; only eager returns attention weights (others give None)
+        implementation = self.config._attn_implementation
+        attention = eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
         y, att = attention(
             self, q, k, v, attention_mask,
             scaling=self.scaling, dropout=self.dropout if self.training else 0.0, **kwargs,
@@ -161,13 +161,14 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load an EmbGPT checkpoint, or a transformers GPT-2 one (Hub id or folder), which is converted exactly."""
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        if kwargs.get("config") is None and not os.path.isfile(str(pretrained_model_name_or_path)):
+        if not os.path.isfile(str(pretrained_model_name_or_path)):
             config_dict, _ = EmbGPTConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
             model_type = config_dict.get("model_type")
             if model_type == "gpt2":
+                local = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}  # the converted copy is local
                 with tempfile.TemporaryDirectory() as converted, _reading(pretrained_model_name_or_path):
-                    _convert_gpt2_folder(cls, pretrained_model_name_or_path, converted, kwargs, hub_kwargs)
-                    return super().from_pretrained(converted, *model_args, **kwargs)
+                    _convert_gpt2_folder(cls, pretrained_model_name_or_path, converted, local, hub_kwargs)
+                    return super().from_pretrained(converted, *model_args, **local)
             if model_type != EmbGPTConfig.model_type:
                 raise ValueError(
                     f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint; "
@@ -221,16 +222,20 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
     ):
         cache = cache if cache is not None else past_key_values
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if self.gradient_checkpointing and self.training:
-            use_cache = False  # the recomputed forward would write the cache a second time
+            use_cache, cache = False, None  # the recomputed forward would write the cache a second time
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache.get_seq_length() if cache is not None else 0
         if input_ids is not None:
+            if input_ids.ndim != 2 or input_ids.is_floating_point():
+                raise ValueError(f"input_ids must be integer token ids of shape (batch, length), got {input_ids.shape}")
             _check_token_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         T = inputs_embeds.shape[1]
@@ -244,8 +249,11 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             cache_position = torch.arange(T, device=inputs_embeds.device) + past  # past is a tensor in static caches
         if position_ids is None:
             position_ids = cache_position.unsqueeze(0)
+        else:
+            _check_token_ids(position_ids, self.config.block_size, "position_ids", limit_name="block_size")
         x = inputs_embeds + self.wpe(position_ids)  # (B, T, C): what the token is + where it is
         if token_type_ids is not None:  # GPT-2 embeds segment ids through wte too
+            _check_token_ids(token_type_ids, self.config.vocab_size, "token_type_ids")
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
         mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, position_ids)
@@ -255,7 +263,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             if output_hidden_states:
                 hidden_states.append(x)
             x, att = block(x, mask, cache, output_attentions=output_attentions, cache_position=cache_position, **kwargs)
-            if output_attentions:
+            if output_attentions and att is not None:  # SDPA and flash compute no weights: () as in GPT-2
                 attentions.append(att)
         x = self.ln_f(x)
         if output_hidden_states:
@@ -284,6 +292,15 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    @property
+    def loss_function(self):
+        # transformers' ForCausalLMLoss semantics with a leaner cross-entropy (see causal_lm_loss); still settable
+        return getattr(self, "_loss_function", None) or causal_lm_loss
+
+    @loss_function.setter
+    def loss_function(self, value):
+        self._loss_function = value
 
     @can_return_tuple
     def forward(
@@ -401,16 +418,57 @@ def _is_tracing():
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-def _check_token_ids(ids, vocab_size, name, ignore_index=None):
+def _check_token_ids(ids, limit, name, ignore_index=None, limit_name="vocab_size"):
     """Out-of-range ids would otherwise fail deep inside nn.Embedding (or read garbage on a GPU)."""
     if _is_tracing() or ids.numel() == 0:
         return
-    valid = (ids >= 0) & (ids < vocab_size)
+    valid = (ids >= 0) & (ids < limit)
     if ignore_index is not None:
         valid |= ids == ignore_index
     if not bool(valid.all()):
         bad = ids[~valid][0].item()
-        raise ValueError(f"{name} has token id {bad}, which is out of range for vocab_size {vocab_size}")
+        what = "token id" if limit_name == "vocab_size" else "value"
+        raise ValueError(f"{name} has {what} {bad}, which is out of range for {limit_name} {limit}")
+
+
+class _LeanCrossEntropy(torch.autograd.Function):
+    """Per-token cross-entropy of (N, vocab) logits that keeps only the logits and one log-sum-exp per row.
+
+    F.cross_entropy saves an (N, vocab) log-softmax and its backward allocates two more (N, vocab) tensors (206 MB
+    each for 1024 GPT-2 tokens); this backward writes softmax - one_hot into a single new one. Same values up to
+    float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index):
+        valid = targets != ignore_index
+        targets = targets.masked_fill(~valid, 0)
+        lse = torch.logsumexp(logits, dim=-1)  # (N,)
+        losses = (lse - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).masked_fill(~valid, 0.0)
+        ctx.save_for_backward(logits, lse, targets, valid)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        logits, lse, targets, valid = ctx.saved_tensors
+        grad = torch.sub(logits, lse.unsqueeze(1)).exp_()  # softmax, (N, vocab)
+        grad.scatter_add_(1, targets.unsqueeze(1), torch.full_like(lse, -1.0).unsqueeze(1))
+        grad.mul_((grad_losses * valid).unsqueeze(1))
+        return grad, None, None
+
+
+def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None, **kwargs):
+    """transformers' ForCausalLMLoss: position t predicts label t+1, `ignore_index` is skipped, and the sum is divided
+    by `num_items_in_batch` when given (Trainer's gradient accumulation), else by the number of counted tokens."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    shift_labels = shift_labels.reshape(-1).to(logits.device)
+    losses = _LeanCrossEntropy.apply(logits.float().reshape(-1, vocab_size), shift_labels, ignore_index)
+    if num_items_in_batch is None:
+        return losses.sum() / (shift_labels != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(losses.device)
+    return losses.sum() / num_items_in_batch
 
 
 def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
@@ -435,8 +493,9 @@ def _reading(source):
     """Name the checkpoint when its weights file can't be parsed (truncated download, corrupt or foreign file)."""
     try:
         yield
-    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:
-        unreadable = isinstance(error, (SafetensorError, pickle.UnpicklingError, EOFError)) or (
+    except Exception as error:
+        unreadable = isinstance(error, (pickle.UnpicklingError, EOFError)) or type(error).__name__ == "SafetensorError"
+        unreadable = unreadable or (
             # torch.load on a cut-off zip: a RuntimeError from its reader, or EINVAL when too little is left
             "PytorchStreamReader" in str(error) or "zip archive" in str(error) or getattr(error, "errno", 0) == 22
         )
@@ -464,10 +523,10 @@ class _atomic_folder:
         try:
             if exc_type is None:
                 os.makedirs(self.directory, exist_ok=True)
-                written = set(os.listdir(self.staging))
-                for name in written:
+                written = os.listdir(self.staging)
+                for name in sorted(written, key=lambda name: name == "config.json"):  # config.json last
                     os.replace(os.path.join(self.staging, name), os.path.join(self.directory, name))
-                for name in set(os.listdir(self.directory)) - written:  # weights of an older save would shadow these
+                for name in set(os.listdir(self.directory)) - set(written):  # an older save's weights would shadow
                     if name.startswith(("model-", "model.safetensors", "pytorch_model")):
                         os.remove(os.path.join(self.directory, name))
         finally:
@@ -563,14 +622,16 @@ def state_dict_to_gpt2(state_dict):
 def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
     """Load a GPT-2 checkpoint with transformers, check every tensor was there, and save it as EmbGPT."""
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inspect.signature(EmbGPTConfig.__init__).parameters}
+    head_kwargs = {k: kwargs.pop(k) for k in ("num_labels", "id2label", "label2id", "problem_type") if k in kwargs}
     gpt2_class = {
         "EmbGPTModel": GPT2Model,
         "EmbGPTForSequenceClassification": GPT2ForSequenceClassification,
     }.get(cls.__name__, GPT2LMHeadModel)
     gpt2, info = gpt2_class.from_pretrained(
-        source, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32, **hub_kwargs
+        source, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32, **hub_kwargs, **head_kwargs
     )  # we report every mismatch below, by name, rather than re-initialising
-    missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight")  # the head is tied to wte
+    # the LM head is tied to wte; a classifier head is new when fine-tuning from a language model, as in GPT-2
+    missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight" and not k.startswith("score."))
     unexpected = sorted(k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k))
     mismatched = [f"{k} {tuple(ckpt)} vs {tuple(want)}" for k, ckpt, want in sorted(info.get("mismatched_keys", []))]
     missing = [k for k in missing if k not in {m[0] for m in info.get("mismatched_keys", [])}]

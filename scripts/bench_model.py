@@ -1,0 +1,423 @@
+"""EmbGPT against transformers' GPT2LMHeadModel on the same weights, side by side in one process.
+
+For one set of random weights (GPT-2 124M shape by default, fp32, torch threads = cores) this measures, interleaving
+the two models (A B A B ...) after a warm-up, and reports medians, min-max and ratios:
+
+- training step (forward + backward + AdamW) tokens/s at batch 4 x 256 and 1 x 1024, and each model's MFU
+  (nanoGPT's FLOP formula) against the machine's fp32 matmul peak, measured in the same run;
+- inference forward tokens/s at batch 8 x 256 under `torch.inference_mode`;
+- `generate()` with the KV cache, greedy: batch 1 (32-token prompt, 64 new tokens) in ms/token, beside the
+  bandwidth floor (weight bytes / measured memory bandwidth), and a left-padded batch of 8;
+- peak RSS and minor page faults of a training step, in a fresh subprocess per model.
+
+glibc returns large freed blocks to the OS, so every training step re-faults its big temporaries. `--malloc keep`
+(the default) re-executes this script with glibc settings that keep freed memory in the process; `--malloc system`
+leaves glibc's defaults. Those settings only take effect at process start, hence the re-exec.
+
+    python scripts/bench_model.py --out bench.json          # full run (~10 minutes on 2 cores)
+    python scripts/bench_model.py --quick --out quick.json  # tiny model, seconds: a smoke test
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import GPT2LMHeadModel
+
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
+from hf_embgpt.modeling_embgpt import gpt2_config_from, state_dict_from_gpt2
+
+# Keep freed memory inside the process instead of unmapping it: no mmap for large blocks (one heap, never trimmed).
+MALLOC_KEEP = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+MODELS = ("gpt2", "embgpt")
+LABELS = {"gpt2": "GPT2LMHeadModel (sdpa)", "embgpt": "EmbGPT"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model and shapes: a smoke run of every measurement")
+    p.add_argument("--preset", default=None, help="EmbGPTConfig preset (default gpt2; tiny with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per model (default 5; 2 with --quick)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
+    p.add_argument("--malloc", choices=("keep", "system"), default="keep", help="glibc settings, see the docstring")
+    p.add_argument("--compile", action="store_true", help="also time static-cache + torch.compile generation")
+    p.add_argument("--skip-rss", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)  # internal: one peak-RSS measurement
+    args = p.parse_args(argv)
+    args.preset = args.preset or ("tiny" if args.quick else "gpt2")
+    args.reps = args.reps or (2 if args.quick else 5)
+    if args.reps < 1:
+        p.error(f"--reps must be at least 1, got {args.reps}")
+    args.threads = args.threads or len(os.sched_getaffinity(0))
+    return args
+
+
+def shapes(quick):
+    """The measured workloads; --quick shrinks each one so that the whole run takes seconds."""
+    if quick:
+        return dict(train=[(2, 32), (1, 64)], infer=(2, 32), prompt=8, new=8, gen_batch=4, matmul=256, band_mb=16)
+    return dict(train=[(4, 256), (1, 1024)], infer=(8, 256), prompt=32, new=64, gen_batch=8, matmul=2048, band_mb=512)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models: one random GPT-2, and EmbGPT converted from it by the package's own converter.
+
+
+def build_models(preset, seed, which=MODELS):
+    config = EmbGPTConfig.from_preset(preset)
+    torch.manual_seed(seed)
+    ref = GPT2LMHeadModel._from_config(gpt2_config_from(config), attn_implementation="sdpa")
+    models = {"gpt2": ref}
+    if "embgpt" in which:
+        ours = EmbGPTForCausalLM._from_config(config, attn_implementation="sdpa")
+        ours.load_state_dict(state_dict_from_gpt2(ref.state_dict()), strict=True)
+        models["embgpt"] = ours
+    for model in models.values():
+        model.generation_config.pad_token_id = config.eos_token_id
+    return config, {name: models[name] for name in which}
+
+
+def flops_per_token(config, seq_len):
+    """nanoGPT's estimate (PaLM appendix B): 6N for the weights plus the attention matmuls, per trained token.
+
+    N excludes the position embeddings (nanoGPT's get_num_params); T is the trained sequence length.
+    """
+    n = config.vocab_size * config.n_embd + config.n_layer * (12 * config.n_embd**2 + 13 * config.n_embd)
+    n += 2 * config.n_embd  # ln_f
+    return 6 * n + 12 * config.n_layer * config.n_embd * seq_len
+
+
+def weight_bytes(model):
+    """Bytes one decode step streams: every distinct parameter but the position table (it reads one row)."""
+    seen, total = set(), 0
+    for name, p in model.named_parameters():
+        if p.data_ptr() in seen or name.endswith("wpe.weight"):
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel() * p.element_size()
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The machine: fp32 matmul peak and memory bandwidth.
+
+
+def best_seconds(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_peak_gflops(n, repeat=10):
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b, out=c), repeat) / 1e9
+
+
+def memory_bandwidth_gbs(megabytes, repeat=10):
+    """Read bandwidth (a sum over a large tensor) and copy bandwidth (bytes read + written) in GB/s."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    nbytes = src.numel() * 4
+    read = nbytes / best_seconds(lambda: src.sum(), repeat) / 1e9
+    copy = 2 * nbytes / best_seconds(lambda: dst.copy_(src), repeat) / 1e9
+    return read, copy
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Workloads. Each returns one timing in seconds.
+
+
+def make_train_step(model, batch, seq, vocab, seed):
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1)
+    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+    def step():
+        t0 = time.perf_counter()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def make_forward(model, batch, seq, vocab, seed):
+    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+    def forward():
+        model.eval()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model(ids, use_cache=False)
+        return time.perf_counter() - t0
+
+    return forward
+
+
+def generation_inputs(batch, prompt, vocab, seed, pad_id):
+    """Prompts of `prompt` tokens; in a batch, row i is left-padded by i * prompt // (2 * batch) tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, prompt), generator=g)
+    mask = torch.ones_like(ids)
+    for i in range(batch if batch > 1 else 0):
+        pad = i * prompt // (2 * batch)
+        ids[i, :pad] = pad_id
+        mask[i, :pad] = 0
+    return ids, mask
+
+
+def make_generate(model, ids, mask, new_tokens, results, **generate_kwargs):
+    def generate():
+        model.eval()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                **generate_kwargs,
+            )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        results.append(out)
+        return seconds
+
+    return generate
+
+
+def interleaved(workloads, reps):
+    """workloads: {model: fn() -> seconds}. One warm-up each, then `reps` rounds of A B; seconds per model."""
+    for fn in workloads.values():
+        fn()
+    times = {name: [] for name in workloads}
+    for _ in range(reps):
+        for name, fn in workloads.items():
+            times[name].append(fn())
+    return times
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Peak memory of a training step, one fresh process per model.
+
+
+def child_main(args):
+    """Build one model, run training steps, print peak RSS and the minor page faults of the last step as JSON."""
+    torch.set_num_threads(args.threads)
+    sizes = shapes(args.quick)
+    batch, seq = sizes["train"][0]
+    config, models = build_models(args.preset, args.seed, which=(args.child,))
+    step = make_train_step(models[args.child], batch, seq, config.vocab_size, args.seed)
+    for _ in range(2):
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds = step()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {"peak_rss_bytes": usage.ru_maxrss * 1024, "minor_faults_per_step": usage.ru_minflt - before, "step_s": seconds}
+        )
+    )
+
+
+def measure_peak_rss(args, name):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--preset", args.preset, "--seed", str(args.seed)]
+    cmd += ["--threads", str(args.threads), "--malloc", args.malloc] + (["--quick"] if args.quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"peak-RSS subprocess for {name} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run(args):
+    torch.set_num_threads(args.threads)
+    sizes = shapes(args.quick)
+    config, models = build_models(args.preset, args.seed)
+    vocab = config.vocab_size
+    results = {
+        "preset": args.preset,
+        "quick": args.quick,
+        "reps": args.reps,
+        "threads": args.threads,
+        "malloc": args.malloc,
+        "malloc_env": {k: os.environ.get(k) for k in MALLOC_KEEP},
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "models": LABELS,
+    }
+    log = lambda message: print(message, file=sys.stderr, flush=True)
+
+    log("machine: fp32 matmul peak and memory bandwidth")
+    peak = matmul_peak_gflops(sizes["matmul"])
+    read_gbs, copy_gbs = memory_bandwidth_gbs(sizes["band_mb"])
+    results["machine"] = {"matmul_peak_gflops": peak, "read_bandwidth_gbs": read_gbs, "copy_bandwidth_gbs": copy_gbs}
+
+    log("exactness: logits of the inference batch, eval mode")
+    batch, seq = sizes["infer"]
+    ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(args.seed))
+    with torch.inference_mode():
+        logits = {name: m.eval()(ids, use_cache=False).logits for name, m in models.items()}
+    results["logits_max_abs_diff"] = (logits["gpt2"] - logits["embgpt"]).abs().max().item()
+    del logits
+
+    results["train"] = {}
+    for batch, seq in sizes["train"]:
+        log(f"train step {batch}x{seq}")
+        steps = {name: make_train_step(m, batch, seq, vocab, args.seed) for name, m in models.items()}
+        times = interleaved(steps, args.reps)
+        flops = flops_per_token(config, seq) * batch * seq
+        entry = {}
+        for name, seconds in times.items():
+            tps = [batch * seq / s for s in seconds]
+            mfu = [flops / s / (peak * 1e9) for s in seconds]
+            entry[name] = {"tokens_per_s": summary(tps), "mfu": summary(mfu)}
+        entry["speedup"] = entry["embgpt"]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
+        results["train"][f"{batch}x{seq}"] = entry
+        del steps
+        for m in models.values():
+            m.zero_grad(set_to_none=True)
+
+    batch, seq = sizes["infer"]
+    log(f"inference forward {batch}x{seq}")
+    times = interleaved({name: make_forward(m, batch, seq, vocab, args.seed) for name, m in models.items()}, args.reps)
+    entry = {name: {"tokens_per_s": summary([batch * seq / s for s in t])} for name, t in times.items()}
+    entry["speedup"] = entry["embgpt"]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
+    results["inference"] = {f"{batch}x{seq}": entry}
+
+    results["generate"] = {}
+    variants = [("batch1", 1, {}), (f"batch{sizes['gen_batch']}_left_padded", sizes["gen_batch"], {})]
+    if args.compile:
+        compiled = dict(cache_implementation="static", compile_config=_compile_config())
+        variants.append(("batch1_static_compile", 1, compiled))
+    for label, batch, kwargs in variants:
+        log(f"generate {label}: {sizes['prompt']}-token prompt, {sizes['new']} new tokens")
+        gen_ids, mask = generation_inputs(batch, sizes["prompt"], vocab, args.seed, config.eos_token_id)
+        outputs = {name: [] for name in models}
+        fns = {name: make_generate(m, gen_ids, mask, sizes["new"], outputs[name], **kwargs) for name, m in models.items()}
+        times = interleaved(fns, args.reps)
+        entry = {name: {"ms_per_token": summary([1000 * s / sizes["new"] for s in t])} for name, t in times.items()}
+        entry["speedup"] = entry["gpt2"]["ms_per_token"]["median"] / entry["embgpt"]["ms_per_token"]["median"]
+        entry["tokens_identical"] = all(torch.equal(a, b) for a, b in zip(outputs["gpt2"], outputs["embgpt"]))
+        results["generate"][label] = entry
+    floor_ms = 1000 * weight_bytes(models["embgpt"]) / (read_gbs * 1e9)
+    results["generate"]["bandwidth_floor_ms_per_token"] = floor_ms
+    results["generate"]["weight_bytes"] = weight_bytes(models["embgpt"])
+    results["generate"]["batch1_over_floor"] = {
+        name: results["generate"]["batch1"][name]["ms_per_token"]["median"] / floor_ms for name in models
+    }
+
+    if not args.skip_rss:
+        del models
+        results["peak_rss"] = {}
+        for name in MODELS:
+            log(f"peak RSS of a training step: {name} (fresh process)")
+            results["peak_rss"][name] = measure_peak_rss(args, name)
+        results["peak_rss"]["ratio"] = (
+            results["peak_rss"]["embgpt"]["peak_rss_bytes"] / results["peak_rss"]["gpt2"]["peak_rss_bytes"]
+        )
+    return results
+
+
+def _compile_config():
+    from transformers import CompileConfig
+
+    # generate() compiles only on accelerators unless told that this device is fine too
+    config = CompileConfig(fullgraph=True, mode="default")
+    config._compile_all_devices = True
+    return config
+
+
+def table(results):
+    """The results as a markdown table: medians with min-max, and EmbGPT's ratio to the reference."""
+    rows = ["| figure | GPT2LMHeadModel (sdpa) | EmbGPT | EmbGPT / reference |", "|---|---|---|---|"]
+    fmt = lambda s, scale=1.0, digits=0: (
+        f"{s['median'] * scale:.{digits}f} ({s['min'] * scale:.{digits}f}-{s['max'] * scale:.{digits}f})"
+    )
+    for shape, entry in results["train"].items():
+        a, b = entry["gpt2"], entry["embgpt"]
+        rows.append(
+            f"| train step {shape}, tokens/s (MFU %) | {fmt(a['tokens_per_s'])} ({100 * a['mfu']['median']:.0f}%) "
+            f"| {fmt(b['tokens_per_s'])} ({100 * b['mfu']['median']:.0f}%) | {entry['speedup']:.2f}x |"
+        )
+    for shape, entry in results["inference"].items():
+        rows.append(
+            f"| inference {shape}, tokens/s | {fmt(entry['gpt2']['tokens_per_s'])} "
+            f"| {fmt(entry['embgpt']['tokens_per_s'])} | {entry['speedup']:.2f}x |"
+        )
+    gen = results["generate"]
+    for label, entry in gen.items():
+        if not isinstance(entry, dict) or "speedup" not in entry:
+            continue
+        same = "" if entry["tokens_identical"] else " (tokens differ!)"
+        rows.append(
+            f"| generate {label}, ms/token{same} | {fmt(entry['gpt2']['ms_per_token'], digits=1)} "
+            f"| {fmt(entry['embgpt']['ms_per_token'], digits=1)} | {entry['speedup']:.2f}x faster |"
+        )
+    over = gen["batch1_over_floor"]
+    rows.append(
+        f"| batch-1 generate / bandwidth floor ({gen['bandwidth_floor_ms_per_token']:.1f} ms) "
+        f"| {over['gpt2']:.2f}x | {over['embgpt']:.2f}x | |"
+    )
+    if "peak_rss" in results:
+        rss = results["peak_rss"]
+        gib = lambda r: f"{r['peak_rss_bytes'] / 2**30:.2f} GiB, {r['minor_faults_per_step'] / 1000:.0f}k faults/step"
+        rows.append(f"| peak RSS, train step | {gib(rss['gpt2'])} | {gib(rss['embgpt'])} | {rss['ratio']:.2f}x |")
+    m = results["machine"]
+    rows.append(
+        f"\nmachine: fp32 matmul peak {m['matmul_peak_gflops']:.0f} GFLOP/s, read {m['read_bandwidth_gbs']:.1f} GB/s, "
+        f"copy {m['copy_bandwidth_gbs']:.1f} GB/s; {results['threads']} threads; malloc {results['malloc']}; "
+        f"logits max |diff| {results['logits_max_abs_diff']:.2e}"
+    )
+    return "\n".join(rows)
+
+
+def write_json(path, results):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bench.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_KEEP}
+    if args.malloc == "keep":
+        env.update(MALLOC_KEEP)
+    if env != dict(os.environ):  # glibc reads these once, at process start
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+    if args.child:
+        return child_main(args)
+    results = run(args)
+    print(table(results))
+    if args.out:
+        write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

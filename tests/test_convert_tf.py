@@ -1,0 +1,257 @@
+"""OpenAI TF checkpoints: the TensorBundle/SSTable reader, tested on checkpoints written by the package's own writer
+(`hf_embgpt.convert_tf.write_tensor_bundle`; no TensorFlow needed)."""
+
+import importlib.util
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hf_embgpt import EmbGPTConfig
+from hf_embgpt.convert import expected_shapes, find_tokenizer, model_from_state_dict, read_checkpoint
+from hf_embgpt.convert_tf import (
+    TABLE_MAGIC,
+    _crc_update,
+    crc32c,
+    read_table,
+    read_tensor_bundle,
+    read_tf,
+    write_table,
+    write_tensor_bundle,
+    write_tf,
+)
+
+
+def test_crc32c_matches_bytewise_definition():
+    # the fast path (16384 lanes combined) against the plain byte loop of the Castagnoli CRC
+    rng = np.random.default_rng(0)
+    for n in [0, 1, 9, 1000, 2 * 16384 * 32 - 1, 2 * 16384 * 32, 2 * 16384 * 40 + 77]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32c(data) == _crc_update(0xFFFFFFFF, data) ^ 0xFFFFFFFF, n
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value of its specification (RFC 3720, B.4)
+
+
+def test_sstable_round_trip_with_shared_prefixes_and_many_blocks(tmp_path):
+    entries = [(f"model/h{i}/attn/c_attn/{k}".encode(), os.urandom(i % 97)) for i in range(400) for k in "bw"]
+    entries.append((b"", b"header"))
+    write_table(tmp_path / "t.index", entries)
+    data = (tmp_path / "t.index").read_bytes()
+    assert struct.unpack("<Q", data[-8:])[0] == TABLE_MAGIC and len(data) > 3 * 4096  # several data blocks
+    assert read_table(tmp_path / "t.index") == sorted(entries)
+
+
+def test_tensor_bundle_round_trip_all_dtypes(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {
+        "a/float": rng.standard_normal((3, 5)).astype(np.float32),
+        "a/double": rng.standard_normal(7),
+        "b/half": rng.standard_normal((2, 2, 2)).astype(np.float16),
+        "c/int": rng.integers(-5, 5, (4,)).astype(np.int32),
+        "c/long": np.array(-(2**40), dtype=np.int64),
+        "d/empty": np.zeros((0, 3), dtype=np.float32),
+    }
+    write_tensor_bundle(str(tmp_path / "model.ckpt"), tensors)
+    assert sorted(os.listdir(tmp_path)) == ["model.ckpt.data-00000-of-00001", "model.ckpt.index"]
+    back = read_tensor_bundle(str(tmp_path / "model.ckpt"))
+    assert set(back) == set(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape, name
+        np.testing.assert_array_equal(back[name], array)
+
+
+def test_gpt2_checkpoint_reads_with_transformers_logits(tmp_path, make_pair):
+    ref, ours = make_pair()
+    write_tf(ours.config, ours.state_dict(), tmp_path / "124M")
+    raw = read_tensor_bundle(str(tmp_path / "124M" / "model.ckpt"))
+    # OpenAI's layout: conv weights (1, in, out) equal transformers' Conv1D (in, out)
+    gpt2 = ref.state_dict()
+    np.testing.assert_array_equal(raw["model/h1/mlp/c_fc/w"][0], gpt2["transformer.h.1.mlp.c_fc.weight"].numpy())
+    np.testing.assert_array_equal(raw["model/ln_f/g"], gpt2["transformer.ln_f.weight"].numpy())
+    assert json.loads((tmp_path / "124M" / "hparams.json").read_text()) == dict(
+        n_vocab=50257, n_ctx=128, n_embd=64, n_head=4, n_layer=2
+    )
+    model, fmt = read_checkpoint(str(tmp_path / "124M"))
+    assert fmt == "tf"
+    x = torch.randint(0, 50257, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, ref(x).logits, rtol=0, atol=1e-5)
+        assert torch.equal(model(x).logits, ours(x).logits)
+    for where in ["124M/model.ckpt", "124M/model.ckpt.index"]:  # the prefix and the index file work too
+        _, state_dict = read_tf(str(tmp_path / where))
+        assert torch.equal(state_dict["transformer.wpe.weight"], ours.transformer.wpe.weight)
+
+
+def test_openai_tokenizer_files_become_the_gpt2_tokenizer(tmp_path, gpt2_tokenizer_dir, gpt2_tokenizer):
+    model = model_from_state_dict(*_tiny_random())
+    write_tf(model.config, model.state_dict(), tmp_path / "m")
+    # OpenAI's release names GPT-2's vocab.json and merges.txt encoder.json and vocab.bpe
+    (tmp_path / "m" / "encoder.json").write_bytes(open(os.path.join(gpt2_tokenizer_dir, "vocab.json"), "rb").read())
+    (tmp_path / "m" / "vocab.bpe").write_bytes(open(os.path.join(gpt2_tokenizer_dir, "merges.txt"), "rb").read())
+    tok = find_tokenizer(str(tmp_path / "m"), "tf")
+    text = "Hello world, this is GPT-2's tokenizer."
+    assert len(tok) == 50257 and tok(text).input_ids == gpt2_tokenizer(text).input_ids
+
+
+def _tiny_random(seed=0, **overrides):
+    config = EmbGPTConfig.from_preset("tiny", **overrides)
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
+    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
+    return config, state_dict
+
+
+@pytest.fixture
+def tf_folder(tmp_path):
+    config, state_dict = _tiny_random()
+    write_tf(config, state_dict, tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_bad_index_files(tf_folder):
+    index = tf_folder / "model.ckpt.index"
+    data = index.read_bytes()
+    index.write_bytes(data[:-1] + b"\x00")
+    with pytest.raises(ValueError, match="footer magic") as info:
+        read_tf(tf_folder)
+    assert "model.ckpt.index" in str(info.value)
+    index.write_bytes(data[:20])
+    with pytest.raises(ValueError, match="is truncated") as info:
+        read_tf(tf_folder)
+    assert "model.ckpt.index" in str(info.value)
+    corrupt = bytearray(data)
+    corrupt[10] ^= 0xFF  # inside the first data block
+    index.write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="fails its crc32c check"):
+        read_tf(tf_folder)
+
+
+def test_compressed_tables_are_refused(tmp_path):
+    write_table(tmp_path / "t.index", [(b"k", b"v")])
+    data = bytearray((tmp_path / "t.index").read_bytes())
+    assert data[13] == 0  # the first block: 3 one-byte varints, key, value, one restart, its count = 13 bytes
+    data[13] = 1  # snappy
+    (tmp_path / "t.index").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="compressed block") as info:
+        read_table(tmp_path / "t.index")
+    assert "t.index" in str(info.value)
+
+
+def test_bad_data_shards(tf_folder):
+    shard = tf_folder / "model.ckpt.data-00000-of-00001"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-4])
+    with pytest.raises(ValueError, match="is truncated: model/wte needs bytes") as info:
+        read_tf(tf_folder)
+    assert "data-00000-of-00001" in str(info.value)
+    corrupt = bytearray(data)
+    corrupt[len(data) // 2] ^= 1
+    shard.write_bytes(bytes(corrupt))
+    with pytest.raises(ValueError, match="fails its crc32c check"):
+        read_tf(tf_folder)
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match="data-00000-of-00001 does not exist"):
+        read_tf(tf_folder)
+
+
+def test_hparams_inconsistent_with_tensors(tf_folder):
+    hparams = json.loads((tf_folder / "hparams.json").read_text())
+    (tf_folder / "hparams.json").write_text(json.dumps({**hparams, "n_layer": 3}))
+    with pytest.raises(ValueError, match="missing model/h2/ln_1/g") as info:
+        read_tf(tf_folder)
+    assert "model.ckpt.index" in str(info.value)
+    (tf_folder / "hparams.json").write_text(json.dumps({**hparams, "n_embd": 32}))
+    with pytest.raises(ValueError, match="shaped unlike the config"):
+        read_tf(tf_folder)
+    (tf_folder / "hparams.json").write_text(json.dumps({**hparams, "n_head": 5}))
+    with pytest.raises(ValueError, match=re.escape("n_embd (64) must be divisible by n_head (5)")):
+        read_tf(tf_folder)
+    (tf_folder / "hparams.json").unlink()
+    with pytest.raises(FileNotFoundError, match="hparams.json does not exist"):
+        read_tf(tf_folder)
+
+
+def test_unexpected_variables_and_shapes(tmp_path):
+    config, state_dict = _tiny_random()
+    write_tf(config, state_dict, tmp_path / "m")
+    prefix = str(tmp_path / "m" / "model.ckpt")
+    tensors = read_tensor_bundle(prefix)
+    write_tensor_bundle(prefix, {**tensors, "model/extra": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="unexpected model/extra"):
+        read_tf(tmp_path / "m")
+    write_tensor_bundle(prefix, {**tensors, "model/h0/attn/c_attn/w": tensors["model/h0/attn/c_attn/w"][0]})
+    with pytest.raises(
+        ValueError, match=re.escape("model/h0/attn/c_attn/w has shape (64, 192), expected (1, in, out)")
+    ):
+        read_tf(tmp_path / "m")
+
+
+def test_failed_write_leaves_destination_untouched(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep.txt").write_text("previous")
+    config, state_dict = _tiny_random(bias=False)
+    with pytest.raises(ValueError, match="bias=False"):
+        write_tf(config, state_dict, tmp_path / "m")
+    assert os.listdir(tmp_path) == ["m"] and os.listdir(tmp_path / "m") == ["keep.txt"]
+
+
+TF_SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+ours, theirs = sys.argv[1], sys.argv[2]
+expected = dict(np.load(ours + "/expected.npz"))
+reader = tf.train.load_checkpoint(ours + "/model.ckpt")  # TF verifies every tensor's crc32c as it reads
+for name in reader.get_variable_to_shape_map():
+    assert np.array_equal(reader.get_tensor(name), expected[name.replace("/", "|")]), name
+assert len(reader.get_variable_to_shape_map()) == len(expected)
+tf.compat.v1.disable_eager_execution()
+values = {k.replace("|", "/"): v for k, v in expected.items()}
+variables = [tf.compat.v1.get_variable(k, initializer=v) for k, v in values.items()]
+with tf.compat.v1.Session() as session:
+    session.run(tf.compat.v1.global_variables_initializer())
+    tf.compat.v1.train.Saver().save(session, theirs + "/model.ckpt")
+"""
+
+
+def _python_with_tensorflow():
+    if importlib.util.find_spec("tensorflow") is not None:
+        return sys.executable
+    return os.environ.get("EMBGPT_TF_PYTHON")  # e.g. a separate venv with tensorflow-cpu
+
+
+@pytest.mark.skipif(_python_with_tensorflow() is None, reason="needs TensorFlow (or EMBGPT_TF_PYTHON=<its python>)")
+def test_tensorflow_reads_our_checkpoints_and_we_read_its(tmp_path):
+    config, state_dict = _tiny_random(vocab_size=300, bos_token_id=None, eos_token_id=None)
+    write_tf(config, state_dict, tmp_path / "ours")
+    expected = read_tensor_bundle(str(tmp_path / "ours" / "model.ckpt"))
+    np.savez(tmp_path / "ours" / "expected.npz", **{k.replace("/", "|"): v for k, v in expected.items()})
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "hparams.json").write_text((tmp_path / "ours" / "hparams.json").read_text())
+    done = subprocess.run(
+        [_python_with_tensorflow(), "-c", TF_SCRIPT, str(tmp_path / "ours"), str(tmp_path / "theirs")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    back_config, back = read_tf(tmp_path / "theirs")  # written by TensorFlow's own Saver
+    assert back_config.to_diff_dict() == config.to_diff_dict()
+    for name, tensor in state_dict.items():
+        assert torch.equal(back[name], tensor), name
+
+
+@pytest.mark.slow
+def test_124m_round_trip(tmp_path):
+    config = EmbGPTConfig.from_preset("gpt2")
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
+    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
+    write_tf(config, state_dict, tmp_path / "124M")
+    back_config, back = read_tf(tmp_path / "124M")
+    assert back_config.to_diff_dict() == config.to_diff_dict()
+    assert set(back) == set(state_dict)
+    for name, tensor in state_dict.items():
+        assert torch.equal(back[name], tensor), name
