@@ -31,10 +31,15 @@ def assert_every_gradient_matches(ref, ours):
         assert max_diff(grad, expected) <= TOL, name
 
 
+GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024)
+
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementation):
-    ref, ours = make_pair(attn_implementation)
-    ids = torch.randint(0, 50257, (3, 40))
+@pytest.mark.parametrize("shape", [{}, pytest.param(GPT2_124M, marks=pytest.mark.slow)], ids=["tiny", "124M"])
+def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementation, shape):
+    ref, ours = make_pair(attn_implementation, **shape)
+    assert ours.num_parameters() == ref.num_parameters()
+    ids = torch.randint(0, 50257, (2, 40))
     a = ref(ids, labels=ids)
     b = ours(ids, labels=ids)
     assert max_diff(a.logits, b.logits) <= TOL
@@ -234,21 +239,6 @@ def test_auto_classes_resolve_to_embgpt(tmp_path, tiny_config):
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is EmbGPTForCausalLM
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
     assert type(classifier) is EmbGPTForSequenceClassification
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_gpt2_124m_shape_logits_loss_and_gradients_match(make_pair, attn_implementation):
-    ref, ours = make_pair(attn_implementation, n_layer=12, n_head=12, n_embd=768, n_positions=1024)
-    assert ours.num_parameters() == ref.num_parameters()
-    ids = torch.randint(0, 50257, (1, 64))
-    a = ref(ids, labels=ids)
-    b = ours(ids, labels=ids)
-    assert max_diff(a.logits, b.logits) <= TOL
-    assert abs(a.loss.item() - b.loss.item()) <= TOL
-    a.loss.backward()
-    b.loss.backward()
-    assert_every_gradient_matches(ref, ours)
 
 
 # ---- bad input: clear errors, never a deep IndexError
