@@ -153,3 +153,28 @@ def test_corpus_shorter_than_a_block(tmp_path):
     tok = data.char_tokenizer("tiny")
     with pytest.raises(ValueError, match="only 0 blocks of 64 tokens"):
         data.build_datasets(raw, tok, 64)
+
+
+def test_random_windows_are_nanogpts_slices_and_reproducible():
+    import torch
+
+    stream = list(range(1000))
+    blocks = {"input_ids": [stream[i : i + 10] for i in range(0, 1000, 10)]}
+    windows = data.random_windows(blocks, block_size=8, num_samples=50, seed=3)
+    again = data.RandomWindows(torch.arange(1000), 8, 50, seed=3)
+    starts = set()
+    for i in range(len(windows)):
+        item = windows[i]
+        start = int(item["input_ids"][0])
+        starts.add(start)
+        assert item["input_ids"].tolist() == stream[start : start + 8]  # x = data[i : i + block_size]
+        assert item["shift_labels"].tolist() == stream[start + 1 : start + 9]  # y = data[i + 1 : i + 1 + block_size]
+        assert torch.equal(again[i]["input_ids"], item["input_ids"])
+    assert len(starts) > 40  # offsets vary
+    batch = data.collate([windows[0], windows[1]])
+    assert batch["input_ids"].shape == batch["shift_labels"].shape == (2, 8)
+
+
+def test_stream_too_short_for_a_window():
+    with pytest.raises(ValueError, match="has 5 tokens, too few for windows of 9"):
+        data.random_windows({"input_ids": [[1, 2, 3, 4, 5]]}, block_size=8, num_samples=1)

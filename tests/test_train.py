@@ -286,3 +286,14 @@ def test_streamed_data_trains(tmp_path, words):
              "--save_strategy", "no", "--num_samples", "0")
     )  # fmt: skip
     assert results["global_step"] == 5 and math.isfinite(results["eval_loss"])
+
+
+def test_random_window_sampling_trains(tmp_path, words):
+    results = train.train(
+        argv(tmp_path, words, "--sampling", "random", "--max_steps", "30", "--learning_rate", "3e-3",
+             "--eval_strategy", "no", "--save_strategy", "no", "--num_samples", "0")
+    )  # fmt: skip
+    steps = losses(results)
+    assert len(steps) == 30 and steps[-1][1] < steps[0][1] - 0.3
+    with pytest.raises(ValueError, match="--sampling random needs --max_steps"):
+        train.train(argv(tmp_path, words, "--sampling", "random", "--max_steps", "-1", "--num_train_epochs", "1"))

@@ -274,11 +274,46 @@ def build_datasets(raw, tokenizer, block_size, validation_fraction=0.1, num_proc
     return train, validation
 
 
-def collate(features):
-    """Blocks -> a batch; labels are the inputs (the model shifts them)."""
+class RandomWindows:
+    """nanoGPT's sampling: example `i` is the window of `block_size + 1` tokens at a random offset of `stream`; the
+    model reads the first `block_size` and predicts the last `block_size` (`shift_labels`), so every position of the
+    window is trained. The offset depends only on (seed, i): runs resume and shard over processes reproducibly."""
+
+    def __init__(self, stream, block_size, num_samples, seed=0):
+        import torch
+
+        self.stream = torch.as_tensor(stream, dtype=torch.long)
+        if len(self.stream) <= block_size + 1:
+            raise ValueError(f"the train stream has {len(self.stream)} tokens, too few for windows of {block_size + 1}")
+        self.block_size, self.num_samples, self.seed = block_size, num_samples, seed
+
+    def __len__(self):
+        return self.num_samples
+
+    def __getitem__(self, i):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(i))
+        start = int(torch.randint(len(self.stream) - self.block_size, (1,), generator=generator))
+        window = self.stream[start : start + self.block_size + 1]
+        return {"input_ids": window[:-1], "shift_labels": window[1:]}
+
+
+def random_windows(train_blocks, block_size, num_samples, seed=0):
+    """`RandomWindows` over the token stream that the (in-order) packed train blocks came from."""
     import torch
 
-    ids = torch.tensor([f["input_ids"] for f in features], dtype=torch.long)
+    stream = torch.tensor([t for ids in train_blocks["input_ids"] for t in ids], dtype=torch.long)
+    return RandomWindows(stream, block_size, num_samples, seed)
+
+
+def collate(features):
+    """Blocks -> a batch; labels are the inputs (the model shifts them) unless windows bring their `shift_labels`."""
+    import torch
+
+    ids = torch.stack([torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features])
+    if "shift_labels" in features[0]:
+        return {"input_ids": ids, "labels": ids, "shift_labels": torch.stack([f["shift_labels"] for f in features])}
     return {"input_ids": ids, "labels": ids}
 
 

@@ -96,6 +96,14 @@ class DataArguments:
         default=None, metadata={"help": "tokens per training block (default: the model's block_size)"}
     )
     validation_fraction: float = field(default=0.1, metadata={"help": "held out when the data has no validation"})
+    sampling: str = field(
+        default="blocks",
+        metadata={
+            "help": "blocks: shuffled packed blocks (one epoch sees each token once); random: nanoGPT's windows at "
+            "random offsets, block_size predictions each (needs max_steps)",
+            "choices": ["blocks", "random"],
+        },
+    )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for tokenizing"})
 
 
@@ -399,6 +407,11 @@ def write_json(obj, path):
 
 def parse_args(argv=None):
     """(ModelArguments, DataArguments, RunArguments, TrainingArguments) from the command line."""
+    for package in ("accelerate", "datasets", "matplotlib"):
+        try:
+            __import__(package)
+        except ImportError as e:
+            raise ImportError(f"embgpt train needs {package}: pip install 'hf_embgpt[train]'") from e
     from transformers import HfArgumentParser, TrainingArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, RunArguments, TrainingArguments), prog="embgpt train")
@@ -415,9 +428,7 @@ def train(argv=None, callbacks=None):
     from transformers import AutoTokenizer, set_seed
 
     model_args, data_args, run_args, args = parse_args(argv)
-    if args.should_log:
-        logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO, force=True)
-    else:
+    if not args.should_log:  # ranks other than 0 report only problems
         logging.getLogger("hf_embgpt").setLevel(logging.WARNING)
     if model_args.model_name_or_path is None and model_args.preset not in {**TRAIN_PRESETS, **PRESETS}:
         raise ValueError(f"unknown preset {model_args.preset!r}; choose one of {', '.join([*TRAIN_PRESETS, *PRESETS])}")
@@ -446,6 +457,11 @@ def train(argv=None, callbacks=None):
         train_set, eval_set = data_lib.build_datasets(
             raw, tokenizer, block_size, data_args.validation_fraction, data_args.preprocessing_num_workers
         )
+    if data_args.sampling == "random":
+        if args.max_steps <= 0 or data_args.streaming:
+            raise ValueError("--sampling random needs --max_steps and in-memory (not streamed) data")
+        n = args.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+        train_set = data_lib.random_windows(train_set, block_size, n, seed=args.seed)
     if model_args.lora_r:
         model = add_lora(model, model_args)
     base = model.get_base_model() if model_args.lora_r else model
@@ -480,12 +496,15 @@ def train(argv=None, callbacks=None):
         "train_seconds": train_seconds,
         "global_step": trainer.state.global_step,
         "resumed_from": checkpoint,
+        "main_process": trainer.is_world_process_zero(),
         "log_history": trainer.state.log_history,
     }
     trainer.save_model(args.output_dir)  # model (or adapter) + tokenizer, rank 0 only
+    # sharded weights (FSDP, DeepSpeed) would need every rank in each forward: sample only from whole models
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        if run_args.num_samples > 0:
+        if run_args.num_samples > 0 and not sharded:
             results["samples"] = sample(
                 unwrapped, tokenizer, run_args.prompt, run_args.num_samples, run_args.sample_tokens,
                 run_args.temperature, run_args.top_k, seed=args.seed,
@@ -497,18 +516,19 @@ def train(argv=None, callbacks=None):
             results["merged_dir"] = merged_dir
         plot_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
         write_json({k: v for k, v in results.items()}, os.path.join(args.output_dir, "train_results_embgpt.json"))
-    if args.push_to_hub and trainer.is_world_process_zero():
-        trainer.push_to_hub()
+    if args.push_to_hub:
+        trainer.push_to_hub()  # every rank takes part in the final save; rank 0 uploads
     return results
 
 
 def main(argv=None):
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     results = train(argv)
-    if results.get("samples") is not None:
+    if results["main_process"]:
         print(f"\ntrain loss {results['train_loss']:.4f} | eval loss {results['eval_loss']:.4f} | "
               f"perplexity {results['eval_perplexity']:.2f} | {results['global_step']} steps in "
               f"{results['train_seconds']:.1f} s")  # fmt: skip
-        for i, text in enumerate(results["samples"]):
+        for i, text in enumerate(results.get("samples", [])):
             print(f"\n--- sample {i + 1} ---\n{text}")
     return 0
 
