@@ -241,16 +241,30 @@ def child_main(args):
         step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds = step()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps(
-            {"peak_rss_bytes": usage.ru_maxrss * 1024, "minor_faults_per_step": usage.ru_minflt - before, "step_s": seconds}
-        )
-    )
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    print(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "minor_faults_per_step": faults, "step_s": seconds}))
+
+
+def peak_rss_bytes():
+    """This process's peak resident memory: VmHWM. (ru_maxrss would carry over the parent's peak through fork+exec.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no procfs: kilobytes on Linux
 
 
 def measure_peak_rss(args, name):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--preset", args.preset, "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        name,
+        "--preset",
+        args.preset,
+        "--seed",
+        str(args.seed),
+    ]
     cmd += ["--threads", str(args.threads), "--malloc", args.malloc] + (["--quick"] if args.quick else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -325,11 +339,14 @@ def run(args):
         log(f"generate {label}: {sizes['prompt']}-token prompt, {sizes['new']} new tokens")
         gen_ids, mask = generation_inputs(batch, sizes["prompt"], vocab, args.seed, config.eos_token_id)
         outputs = {name: [] for name in models}
-        fns = {name: make_generate(m, gen_ids, mask, sizes["new"], outputs[name], **kwargs) for name, m in models.items()}
+        fns = {
+            name: make_generate(m, gen_ids, mask, sizes["new"], outputs[name], **kwargs) for name, m in models.items()
+        }
         times = interleaved(fns, args.reps)
         entry = {name: {"ms_per_token": summary([1000 * s / sizes["new"] for s in t])} for name, t in times.items()}
         entry["speedup"] = entry["gpt2"]["ms_per_token"]["median"] / entry["embgpt"]["ms_per_token"]["median"]
-        entry["tokens_identical"] = all(torch.equal(a, b) for a, b in zip(outputs["gpt2"], outputs["embgpt"]))
+        pairs = zip(outputs["gpt2"], outputs["embgpt"], strict=True)
+        entry["tokens_identical"] = all(torch.equal(a, b) for a, b in pairs)
         results["generate"][label] = entry
     floor_ms = 1000 * weight_bytes(models["embgpt"]) / (read_gbs * 1e9)
     results["generate"]["bandwidth_floor_ms_per_token"] = floor_ms

@@ -17,7 +17,6 @@ val loss 1.886, 90.1 s wall, 36.8 ms/iteration median.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ import time
 import torch
 from transformers import TrainerCallback
 
-from hf_embgpt.train import train
+from hf_embgpt.train import train, write_json
 
 NANOGPT = {"val_loss": 1.886, "wall_seconds": 90.1, "ms_per_iter_median": 36.8}
 TARGET_VAL_LOSS = 1.88
@@ -176,8 +175,7 @@ def main(argv=None):
             f"Trainer ms/iteration / plain loop's, same machine and moment: {row['ms_per_iter_median'] / baseline:.2f}x"
         )
     print(f"sample:\n{results['samples'][0]}")
-    with open(args.json, "w") as f:
-        json.dump({**row, "nanogpt_reference": NANOGPT, "sample": results["samples"][0]}, f, indent=2)
+    write_json({**row, "nanogpt_reference": NANOGPT, "sample": results["samples"][0]}, args.json)
     return 0
 
 

@@ -27,6 +27,15 @@ def save_random_gpt2(directory, seed=0, **config_overrides):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU two spinning threads run ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_config():
     return hf_embgpt.EmbGPTConfig.from_preset("tiny")
 

@@ -12,13 +12,7 @@ from hf_embgpt.inspection import load_tokenizer
 SMALL = dict(vocab_size=97, block_size=16, bos_token_id=None, eos_token_id=None)  # GPT-2's 50256 is out of range
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy shared CPU two spinning threads run ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0):

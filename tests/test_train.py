@@ -22,13 +22,7 @@ QUIET = ["--disable_tqdm", "true", "--report_to", "none", "--logging_steps", "1"
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared by many: one thread per process avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +107,21 @@ def test_training_lowers_the_loss_and_saves_a_loadable_folder(tmp_path, words):
         logits = model(input_ids=ids).logits
     direct = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1))
     assert direct.item() == pytest.approx(results["eval_loss"], rel=1e-5)
+
+    # the model card that `--push_to_hub` would upload names the command and shows the final eval loss
+    from hf_embgpt.hub import push_to_hub
+
+    card = push_to_hub(out, "someone/tiny-words", dry_run=True)["card"]
+    assert "embgpt train" in card and "--max_steps 60" in card
+    assert f"{results['eval_loss']:.4f}"[:5] in card
+
+
+def test_push_to_hub_without_a_token_fails_before_training(tmp_path, words, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(ValueError, match="--push_to_hub needs a Hugging Face token"):
+        train.train(argv(tmp_path / "out", words, "--push_to_hub", "true", "--max_steps", "1"))
+    assert not (tmp_path / "out" / "config.json").exists()
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words):

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -387,6 +388,7 @@ def plot_loss_curve(log_history, path):
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=100)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -398,6 +400,7 @@ def write_json(obj, path):
     fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
+    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
     os.replace(tmp, path)
 
 
@@ -434,6 +437,8 @@ def train(argv=None, callbacks=None):
         raise ValueError(f"unknown preset {model_args.preset!r}; choose one of {', '.join([*TRAIN_PRESETS, *PRESETS])}")
     if data_args.block_size is not None and data_args.block_size <= 0:
         raise ValueError(f"block_size ({data_args.block_size}) must be a positive integer")
+    if args.push_to_hub and not (args.hub_token or _hub_token()):
+        raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN first")
     set_seed(args.seed)
 
     checkpoint = last_complete_checkpoint(args.output_dir) if run_args.resume else None
@@ -516,9 +521,52 @@ def train(argv=None, callbacks=None):
             results["merged_dir"] = merged_dir
         plot_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
         write_json({k: v for k, v in results.items()}, os.path.join(args.output_dir, "train_results_embgpt.json"))
+        trainer.save_state()  # trainer_state.json: the model card's metrics come from it
+        record_provenance(args.output_dir, model_args, data_args, argv, results.get("merged_dir"))
     if args.push_to_hub:
-        trainer.push_to_hub()  # every rank takes part in the final save; rank 0 uploads
+        push_trained(trainer, args, results.get("merged_dir"))
     return results
+
+
+def _hub_token():
+    import huggingface_hub
+
+    return huggingface_hub.get_token()
+
+
+def record_provenance(output_dir, model_args, data_args, argv, merged_dir=None):
+    """What the model card says of this run: the base model, the data and the command."""
+    from .hub import write_provenance
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    info = dict(
+        kind="trained",
+        datasets=list(data_args.data or ["embedded corpus: docstrings of the Python standard library"]),
+        command="embgpt train " + shlex.join(argv),
+    )
+    if model_args.model_name_or_path:
+        info["base_model"] = model_args.model_name_or_path
+    for folder in filter(None, (output_dir, merged_dir)):
+        write_provenance(folder, **info)
+
+
+def push_trained(trainer, args, merged_dir=None):
+    """Full models go up through hf_embgpt.hub (code, tokenizer, model card); a LoRA adapter through Trainer."""
+    if not trainer.is_world_process_zero():
+        return
+    base = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(base, "peft_config") and merged_dir is None:
+        trainer.push_to_hub()
+        return
+    from .hub import push_to_hub
+
+    push_to_hub(
+        merged_dir or args.output_dir,
+        args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+        private=bool(args.hub_private_repo),
+        revision=getattr(args, "hub_revision", None),
+        token=args.hub_token,
+    )
 
 
 def main(argv=None):
