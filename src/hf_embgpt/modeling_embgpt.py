@@ -293,15 +293,6 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    @property
-    def loss_function(self):
-        # transformers' ForCausalLMLoss semantics with a leaner cross-entropy (see causal_lm_loss); still settable
-        return getattr(self, "_loss_function", None) or causal_lm_loss
-
-    @loss_function.setter
-    def loss_function(self, value):
-        self._loss_function = value
-
     @can_return_tuple
     def forward(
         self,
@@ -429,46 +420,6 @@ def _check_token_ids(ids, limit, name, ignore_index=None, limit_name="vocab_size
         bad = ids[~valid][0].item()
         what = "token id" if limit_name == "vocab_size" else "value"
         raise ValueError(f"{name} has {what} {bad}, which is out of range for {limit_name} {limit}")
-
-
-class _LeanCrossEntropy(torch.autograd.Function):
-    """Per-token cross-entropy of (N, vocab) logits that keeps only the logits and one log-sum-exp per row.
-
-    F.cross_entropy saves an (N, vocab) log-softmax and its backward allocates two more (N, vocab) tensors (206 MB
-    each for 1024 GPT-2 tokens); this backward writes softmax - one_hot into a single new one. Same values up to
-    float rounding.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, targets, ignore_index):
-        valid = targets != ignore_index
-        targets = targets.masked_fill(~valid, 0)
-        lse = torch.logsumexp(logits, dim=-1)  # (N,)
-        losses = (lse - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).masked_fill(~valid, 0.0)
-        ctx.save_for_backward(logits, lse, targets, valid)
-        return losses
-
-    @staticmethod
-    def backward(ctx, grad_losses):
-        logits, lse, targets, valid = ctx.saved_tensors
-        grad = torch.sub(logits, lse.unsqueeze(1)).exp_()  # softmax, (N, vocab)
-        grad.scatter_add_(1, targets.unsqueeze(1), torch.full_like(lse, -1.0).unsqueeze(1))
-        grad.mul_((grad_losses * valid).unsqueeze(1))
-        return grad, None, None
-
-
-def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_index=-100, shift_labels=None, **kwargs):
-    """transformers' ForCausalLMLoss: position t predicts label t+1, `ignore_index` is skipped, and the sum is divided
-    by `num_items_in_batch` when given (Trainer's gradient accumulation), else by the number of counted tokens."""
-    if shift_labels is None:
-        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    shift_labels = shift_labels.reshape(-1).to(logits.device)
-    losses = _LeanCrossEntropy.apply(logits.float().reshape(-1, vocab_size), shift_labels, ignore_index)
-    if num_items_in_batch is None:
-        return losses.sum() / (shift_labels != ignore_index).sum()
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(losses.device)
-    return losses.sum() / num_items_in_batch
 
 
 def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
