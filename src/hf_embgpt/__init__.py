@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from .block_size import crop_block_size, extend_block_size
 from .configuration_embgpt import PRESETS, EmbGPTConfig
 from .modeling_embgpt import (
     EmbGPTForCausalLM,
@@ -33,4 +34,6 @@ __all__ = [
     "EmbGPTModel",
     "EmbGPTForCausalLM",
     "EmbGPTForSequenceClassification",
+    "crop_block_size",
+    "extend_block_size",
 ]
