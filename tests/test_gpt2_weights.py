@@ -191,3 +191,15 @@ def test_resave_unsharded_removes_stale_shards(tmp_path, tiny_config):
     model.save_pretrained(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("model*.safetensors*")) == ["model.safetensors"]
     assert torch.equal(EmbGPTForCausalLM.from_pretrained(tmp_path).transformer.wte.weight, model.transformer.wte.weight)
+
+
+def test_base_model_loads_a_gpt2_checkpoint(gpt2_dir):
+    from transformers import GPT2Model
+
+    from hf_embgpt import EmbGPTModel
+
+    ids = torch.randint(0, 50257, (1, 9))
+    with torch.no_grad():
+        expected = GPT2Model.from_pretrained(gpt2_dir).eval()(ids).last_hidden_state
+        got = EmbGPTModel.from_pretrained(gpt2_dir).eval()(ids).last_hidden_state
+    assert (expected - got).abs().max() <= 1e-5
