@@ -178,3 +178,25 @@ def test_random_windows_are_nanogpts_slices_and_reproducible():
 def test_stream_too_short_for_a_window():
     with pytest.raises(ValueError, match="has 5 tokens, too few for windows of 9"):
         data.random_windows({"input_ids": [[1, 2, 3, 4, 5]]}, block_size=8, num_samples=1)
+
+
+def test_streamed_packing_is_the_same_on_every_pass():
+    from datasets import Dataset
+
+    stream = Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6, 7]]}).to_iterable_dataset()
+    packed = data.pack(stream, 3)
+    first, second = [x["input_ids"] for x in packed], [x["input_ids"] for x in packed]
+    assert first == second == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_parquet_data_loads(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["to be or not to be " * 20]}).to_parquet(path)
+    assert data.load_text([str(path)])["train"]["text"][0].startswith("to be or not")
+
+
+def test_validation_files_with_a_datasets_name_are_refused():
+    with pytest.raises(ValueError, match="--validation_data goes with local --data files"):
+        data.load_text(["someone/some-dataset"], validation_data=["val.txt"])

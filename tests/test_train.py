@@ -113,6 +113,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_folder(tmp_path, words):
 
     card = push_to_hub(out, "someone/tiny-words", dry_run=True)["card"]
     assert "embgpt train" in card and "--max_steps 60" in card
+    assert str(tmp_path) not in card  # public card: local paths by their last component only
     assert f"{results['eval_loss']:.4f}"[:5] in card
 
 

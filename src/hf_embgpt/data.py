@@ -91,7 +91,11 @@ def load_text(data=None, dataset_config=None, validation_data=None, text_column=
             files["validation"] = [validation_data] if isinstance(validation_data, str) else list(validation_data)
         for split_paths in files.values():
             for path in split_paths:
-                check_text_file(path)
+                if path.lower().endswith(".parquet"):  # binary by design: datasets' parquet reader checks it
+                    if not os.path.exists(path):
+                        raise FileNotFoundError(f"data file {path} does not exist")
+                else:
+                    check_text_file(path)
         suffixes = {os.path.splitext(p)[1].lower() for ps in files.values() for p in ps}
         builders = {TEXT_SUFFIXES.get(s, TABLE_SUFFIXES.get(s, "text")) for s in suffixes}
         if len(builders) > 1:
@@ -101,6 +105,8 @@ def load_text(data=None, dataset_config=None, validation_data=None, text_column=
         extra = {"sample_by": "document"} if builder == "text" else {}
         raw = datasets.load_dataset(builder, data_files=files, streaming=streaming, **extra)
     else:
+        if validation_data:
+            raise ValueError("--validation_data goes with local --data files; a datasets name brings its own splits")
         raw = datasets.load_dataset(data, dataset_config, streaming=streaming)
         if "validation" not in raw and "test" in raw:
             raw["validation"] = raw["test"]
@@ -239,13 +245,15 @@ def pack(tokenized, block_size):
         raise ValueError(f"block_size ({block_size}) must be a positive integer")
     carry = []
 
-    def cut(batch):
+    def cut(batch, indices):
+        if indices and indices[0] == 0:
+            carry.clear()  # a new pass over the data (a stream is re-read each epoch/evaluation)
         stream = carry + [t for ids in batch["input_ids"] for t in ids]
         n = len(stream) // block_size * block_size
         carry[:] = stream[n:]
         return {"input_ids": [stream[i : i + block_size] for i in range(0, n, block_size)]}
 
-    kwargs = dict(batched=True, remove_columns=["input_ids"])
+    kwargs = dict(batched=True, with_indices=True, remove_columns=["input_ids"])
     if not _is_iterable(tokenized):
         kwargs.update(desc=f"packing into blocks of {block_size}", load_from_cache_file=False)
     return tokenized.map(cut, **kwargs)

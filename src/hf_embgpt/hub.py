@@ -25,6 +25,7 @@ import huggingface_hub
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .configuration_embgpt import EmbGPTConfig
+from .convert import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def render_model_card(
     from .convert import expected_shapes
 
     provenance = dict(provenance or {})
-    datasets = list(datasets or provenance.get("datasets") or []) or None
+    datasets = [_shown_source(d) for d in datasets or provenance.get("datasets") or []] or None
     base_model = base_model or provenance.get("base_model")
     model_name = repo_id.split("/")[-1]
     shapes = expected_shapes(config)
@@ -286,7 +287,8 @@ def write_model_card(folder, repo_id, **card_options):
     card = render_model_card(
         config, repo_id, provenance=read_provenance(folder), metrics=metrics, metrics_step=step, **card_options
     )
-    card.save(os.path.join(folder, "README.md"))
+    with atomic_file(os.path.join(folder, "README.md")) as path:
+        card.save(path)
     return card
 
 

@@ -292,7 +292,8 @@ def last_complete_checkpoint(output_dir):
 def build_model(model_args, vocab_size, block_size, tokenizer):
     """A checkpoint (EmbGPT or GPT-2) or a fresh model from a preset with overrides; validates sizes."""
     overrides = {k: getattr(model_args, k) for k in ARCH_FIELDS if getattr(model_args, k) is not None}
-    special = dict(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id)
+    bos = tokenizer.eos_token_id if tokenizer.bos_token_id is None else tokenizer.bos_token_id  # id 0 is a real id
+    special = dict(eos_token_id=tokenizer.eos_token_id, bos_token_id=bos)
     if model_args.model_name_or_path is None:
         preset = model_args.preset
         if preset in TRAIN_PRESETS:
@@ -398,10 +399,14 @@ def plot_loss_curve(log_history, path):
 
 def write_json(obj, path):
     fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -538,11 +543,14 @@ def record_provenance(output_dir, model_args, data_args, argv, merged_dir=None):
     """What the model card says of this run: the base model, the data and the command."""
     from .hub import write_provenance
 
+    def shown(arg):  # the card is public: local paths by their last component only
+        return os.path.basename(os.path.normpath(arg)) if os.path.isabs(arg) or os.path.exists(arg) else arg
+
     argv = sys.argv[1:] if argv is None else list(argv)
     info = dict(
         kind="trained",
-        datasets=list(data_args.data or ["embedded corpus: docstrings of the Python standard library"]),
-        command="embgpt train " + shlex.join(argv),
+        datasets=[shown(d) for d in data_args.data or ["embedded corpus: docstrings of the Python standard library"]],
+        command="embgpt train " + shlex.join(shown(arg) for arg in argv),
     )
     if model_args.model_name_or_path:
         info["base_model"] = model_args.model_name_or_path
