@@ -81,8 +81,6 @@ def write_provenance(folder, **info):
     record["hf_embgpt_version"] = _version("hf_embgpt")
     record["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     os.makedirs(folder, exist_ok=True)
-    from .convert import atomic_file
-
     with atomic_file(os.path.join(folder, PROVENANCE_FILE)) as temp, open(temp, "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     return record

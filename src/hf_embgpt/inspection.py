@@ -25,10 +25,11 @@ import io
 import json
 import logging
 import os
-import tempfile
 
 import torch
 from torch.nn import functional as F
+
+from .convert import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ FIGURES = {
     "wpe_norms.png": (900, 400),
 }
 DPI = 100
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -358,17 +357,8 @@ def save_figure(fig, path):
 
 
 def _write_atomic(path, data):
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes the file private; give it the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as temp, open(temp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,14 +18,15 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from . import data as data_lib
+from .block_size import save_tokenizer
 from .configuration_embgpt import PRESETS, EmbGPTConfig
+from .convert import atomic_file
 from .modeling_embgpt import EmbGPTForCausalLM
 
 logger = logging.getLogger(__name__)
@@ -385,28 +386,16 @@ def plot_loss_curve(log_history, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
+        with atomic_file(path) as temp:
+            fig.savefig(temp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(obj, path):
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as temp, open(temp, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -522,7 +511,7 @@ def train(argv=None, callbacks=None):
         if model_args.lora_r and model_args.merge_lora:
             merged_dir = os.path.join(args.output_dir, "merged")
             unwrapped.merge_and_unload().save_pretrained(merged_dir)
-            tokenizer.save_pretrained(merged_dir)
+            save_tokenizer(tokenizer, merged_dir)
             results["merged_dir"] = merged_dir
         plot_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, "loss_curve.png"))
         write_json({k: v for k, v in results.items()}, os.path.join(args.output_dir, "train_results_embgpt.json"))
