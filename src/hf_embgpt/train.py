@@ -568,12 +568,12 @@ def push_trained(trainer, args, merged_dir=None):
 
 def main(argv=None):
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
-    try:
-        results = train(argv)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # an orderly shutdown: a process group left to interpreter exit can abort ("terminate called ...")
-            torch.distributed.destroy_process_group()
+    results = train(argv)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # rank 0 is still sampling and writing: a rank that exits (or tears gloo down) before it does aborts
+        # ("terminate called without an active exception"), so all ranks meet, then shut down in order
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if results["main_process"]:
         print(f"\ntrain loss {results['train_loss']:.4f} | eval loss {results['eval_loss']:.4f} | "
               f"perplexity {results['eval_perplexity']:.2f} | {results['global_step']} steps in "
