@@ -88,6 +88,7 @@ class Linear(nn.Linear):
             or x.dtype != torch.float32
             or type(weight) is not nn.Parameter
             or not torch.backends.mkldnn.enabled
+            or torch.is_autocast_enabled("cpu")
             or _is_tracing()
         ):
             return F.linear(x, weight, self.bias)
@@ -101,7 +102,7 @@ class Linear(nn.Linear):
                 else:
                     y = torch.baddbmm(self.bias.view(chunks, -1, 1), weight, column)
                 return y.view(*x.shape[:-1], self.out_features)
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, self.bias)):
             return _OneDNNLinear.apply(x, weight, self.bias)
         return _onednn_linear(x, weight, self.bias)
 
@@ -129,13 +130,21 @@ class _OneDNNLinear(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _onednn_linear(grad_y, weight.t()).view(x.shape)  # grad_y @ weight
-        if ctx.needs_input_grad[1]:
-            grad_w = _onednn_linear(grad_y.t(), x.reshape(-1, x.shape[-1]).t())  # grad_y.T @ x
+        if ctx.needs_input_grad[1]:  # grad_y.T @ x, in column slices of grad_y: oneDNN copies a transposed input
+            x_t = x.reshape(-1, x.shape[-1]).t()
+            width = max(1, _SLICE_ELEMENTS // grad_y.shape[0])
+            if width >= grad_y.shape[1]:
+                grad_w = _onednn_linear(grad_y.t(), x_t)
+            else:
+                grad_w = weight.new_empty(weight.shape)
+                for start in range(0, grad_y.shape[1], width):
+                    grad_w[start : start + width] = _onednn_linear(grad_y[:, start : start + width].t(), x_t)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(0)
         return grad_x, grad_w, grad_b
 
 
+_SLICE_ELEMENTS = 2**20  # 4 MiB of fp32: measured fastest for the 50257-row head, which would copy 200 MiB at once
 _ONEDNN_LINEAR = (
     getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
@@ -194,7 +203,59 @@ class MLP(nn.Module):
         self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
+        h = self.c_fc(x)
+        g = F.gelu(h, approximate=self.approximate)
+        with _recomputed_in_backward(g, F.gelu, h, approximate=self.approximate):
+            return self.dropout(self.c_proj(g))
+
+
+@contextlib.contextmanager
+def _recomputed_in_backward(output, fn, *args, **kwargs):
+    """Within this block, autograd saves `output` = fn(*args, **kwargs) (or a view of it) as that recipe.
+
+    The matmul after a gelu or a layer norm saves that function's output for its weight gradient, while the function
+    already saved its input; recomputing the output in the backward pass frees a third of a block's activations for
+    an elementwise op. Parameters in `args` are copied now: sharded training (DeepSpeed ZeRO-3) may release them
+    before the backward pass. Off under activation checkpointing (its own saved-tensor hooks) and compilers.
+    """
+    if not torch.is_grad_enabled() or _is_tracing() or _TOP_SAVED_TENSORS_HOOKS is None:
+        yield
+        return
+    outer = _TOP_SAVED_TENSORS_HOOKS(False)  # (pack, unpack) of the innermost active hooks, or None
+    if outer is not None and not getattr(outer[0], "recipes", False):
+        yield
+        return
+
+    args = [a.detach().clone() if isinstance(a, nn.Parameter) else a for a in args]
+    recompute = functools.partial(fn, *args, **kwargs)
+
+    def pack(tensor):
+        if tensor.data_ptr() == output.data_ptr() and tensor.numel() == output.numel() and tensor.is_contiguous():
+            return _Recompute(recompute, tensor.shape)
+        return outer[0](tensor) if outer else tensor  # another block's recipe, one level up
+
+    pack.recipes = True
+
+    def unpack(saved):
+        return saved() if isinstance(saved, _Recompute) else saved
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
+
+
+class _Recompute:
+    def __init__(self, recompute, shape):
+        self.recompute, self.shape = recompute, shape
+
+    def __call__(self):
+        return self.recompute().view(self.shape)
+
+
+_TOP_SAVED_TENSORS_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+
+
+def _layer_norm_args(module):
+    return module.normalized_shape, module.weight, module.bias, module.eps
 
 
 class Block(GradientCheckpointingLayer):
@@ -206,9 +267,13 @@ class Block(GradientCheckpointingLayer):
         self.mlp = MLP(config)
 
     def forward(self, x, attention_mask=None, cache=None, **kwargs):
-        a, att = self.attn(self.ln_1(x), attention_mask, cache, **kwargs)
+        h = self.ln_1(x)
+        with _recomputed_in_backward(h, F.layer_norm, x, *_layer_norm_args(self.ln_1)):
+            a, att = self.attn(h, attention_mask, cache, **kwargs)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        h = self.ln_2(x)
+        with _recomputed_in_backward(h, F.layer_norm, x, *_layer_norm_args(self.ln_2)):
+            x = x + self.mlp(h)
         return x, att
 
 
@@ -306,7 +371,8 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
         **kwargs,
     ):
         cache = cache if cache is not None else past_key_values
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # a cache nobody asked for costs a copy of every key and value in training
+            use_cache = self.config.use_cache and not (self.training and torch.is_grad_enabled())
         if output_attentions is None:
             output_attentions = self.config.output_attentions
         if output_hidden_states is None:
@@ -365,6 +431,7 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2."""
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    loss_chunks, loss_chunk_size = 4, 128  # the loss runs over up to 4 chunks of at least 128 positions
 
     def __init__(self, config):
         super().__init__(config)
@@ -415,13 +482,38 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         if labels is not None:
             _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=-100)
             # shifts labels, ignores -100, and divides by num_items_in_batch when Trainer accumulates gradients
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self._loss_in_chunks(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)},
+        )
+
+    def _loss_in_chunks(self, logits, labels, num_items_in_batch=None, shift_labels=None, **kwargs):
+        """self.loss_function (transformers' ForCausalLMLoss: shift, ignore -100, divide by num_items_in_batch)
+        summed over chunks of positions.
+
+        Cross-entropy's backward holds three (positions, vocab) float tensors at once, 200 MiB each at 4 x 256
+        tokens of GPT-2; chunked, only the gradient is full-sized, and a bf16 model upcasts one chunk at a time.
+        """
+        vocab_size = self.config.vocab_size
+        if shift_labels is None:
+            shift_labels = F.pad(labels, (0, 1), value=kwargs.get("ignore_index", -100))[..., 1:]
+        shift_labels = shift_labels.reshape(-1).to(logits.device)
+        logits = logits.reshape(-1, vocab_size)
+        if shift_labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"labels give {shift_labels.shape[0]} targets for {logits.shape[0]} positions of logits")
+        if num_items_in_batch is None:  # the mean over counted positions, as one cross-entropy call would take
+            num_items_in_batch = (shift_labels != kwargs.get("ignore_index", -100)).sum()
+        size = max(self.loss_chunk_size, -(-logits.shape[0] // self.loss_chunks))
+        pieces = zip(logits.split(size), shift_labels.split(size), strict=True)
+        return sum(
+            self.loss_function(
+                part, None, vocab_size, num_items_in_batch=num_items_in_batch, shift_labels=target, **kwargs
+            )
+            for part, target in pieces
         )
 
 
