@@ -1,11 +1,13 @@
 """EmbGPT: the GPT-2 architecture in nanoGPT's layout, as a transformers model.
 
-Read top to bottom: attention -> MLP -> block -> pretrained base -> EmbGPTModel -> heads, then small helpers (input
-checks, the causal mask, atomic saves) and the GPT-2 weight table. Parameter names are GPT-2's (`transformer.wte`,
+Read top to bottom: linear layer -> attention -> MLP -> block -> pretrained base -> EmbGPTModel -> heads, then small
+helpers (input checks, the causal mask, atomic saves) and the GPT-2 weight table. Three things serve speed and
+memory, not the math: `Linear` (faster fp32 CPU kernels), activations recomputed in the backward pass, and the loss
+over chunks of positions. Parameter names are GPT-2's (`transformer.wte`,
 `transformer.h.0.attn.c_attn`, ...) in `nn.Linear` layout, so a GPT-2 checkpoint converts by renaming nothing and
 transposing four matrices per block.
 
-Numerics follow GPT-2 on purpose, so that logits equal `GPT2LMHeadModel`'s on the same weights.
+Numerics follow GPT-2 on purpose, so that logits equal `GPT2LMHeadModel`'s on the same weights (to float rounding).
 
 References:
 1) OpenAI's GPT-2: https://github.com/openai/gpt-2/blob/master/src/model.py
