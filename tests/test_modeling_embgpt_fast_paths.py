@@ -143,12 +143,18 @@ def loss_and_gradients(model, ids):
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def test_recomputed_activations_give_bit_identical_gradients(monkeypatch):
+@pytest.fixture
+def recomputed(monkeypatch):
+    """Records every activation recomputed in a backward pass."""
+    calls = []
+    recompute = modeling._Recompute.__call__
+    monkeypatch.setattr(modeling._Recompute, "__call__", lambda self: calls.append(self.shape) or recompute(self))
+    return calls
+
+
+def test_recomputed_activations_give_bit_identical_gradients(recomputed):
     model = tiny_model()
     ids = torch.randint(0, 300, (2, 16))
-    recomputed = []
-    recompute = modeling._Recompute.__call__
-    monkeypatch.setattr(modeling._Recompute, "__call__", lambda self: recomputed.append(1) or recompute(self))
     loss, grads = loss_and_gradients(model, ids)
     # ln_1's and ln_2's outputs and the gelu's output, in every block
     assert len(recomputed) == 3 * model.config.n_layer
@@ -161,13 +167,11 @@ def test_recomputed_activations_give_bit_identical_gradients(monkeypatch):
         assert torch.equal(grad, stored[name]), name
 
 
-def test_activation_checkpointing_turns_recomputation_off_and_still_matches(monkeypatch):
+def test_activation_checkpointing_turns_recomputation_off_and_still_matches(recomputed):
     model = tiny_model()
     ids = torch.randint(0, 300, (2, 16))
     loss, grads = loss_and_gradients(model, ids)
-    recomputed = []
-    recompute = modeling._Recompute.__call__
-    monkeypatch.setattr(modeling._Recompute, "__call__", lambda self: recomputed.append(1) or recompute(self))
+    recomputed.clear()
     for kwargs in ({"use_reentrant": False}, {"use_reentrant": True}):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         checkpointed_loss, checkpointed = loss_and_gradients(model, ids)
