@@ -222,6 +222,74 @@ def test_training_forward_builds_no_cache_unless_asked():
     cache_of = lambda output: getattr(output, modeling._CACHE_FIELD)  # noqa: E731
     assert cache_of(model(ids)) is None
     assert isinstance(cache_of(model(ids, use_cache=True)), DynamicCache)
+    given = DynamicCache(config=model.config)
+    assert cache_of(model(ids, past_key_values=given)) is given and given.get_seq_length() == 8
     with torch.no_grad():
         assert isinstance(cache_of(model(ids)), DynamicCache)  # e.g. generate() on a model left in train mode
     assert isinstance(cache_of(model.eval()(ids)), DynamicCache)
+
+
+# ---- the fast paths step aside where they would change semantics
+
+
+def test_hooked_layer_norm_is_stored_not_recomputed(recomputed):
+    model = tiny_model()
+    ids = torch.randint(0, 300, (2, 16))
+    model.transformer.h[0].ln_1.register_forward_hook(lambda module, args, out: out * 1.5)  # activation steering
+    loss, grads = loss_and_gradients(model, ids)
+    assert len(recomputed) == 3 * model.config.n_layer - 1  # every recipe but the hooked layer norm's
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        stored_loss, stored = loss_and_gradients(model, ids)
+    assert torch.equal(loss, stored_loss)
+    for name, grad in grads.items():
+        assert torch.equal(grad, stored[name]), name
+
+
+def test_in_place_change_of_a_saved_activation_is_an_error_as_in_plain_autograd():
+    model = tiny_model()
+    ids = torch.randint(0, 300, (2, 16))
+
+    def scale_input_in_place(module, args, out):
+        args[0].mul_(1.5)
+
+    model.transformer.h[0].attn.c_proj.register_forward_hook(scale_input_in_place)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        model(ids, labels=ids).loss.backward()
+
+
+def test_second_order_gradients_through_linear_match_f_linear():
+    layer, (weight, bias) = make_linear()
+    x = torch.randn(3, 64)
+    v = torch.randn(3, 64)
+
+    def hessian_vector_product(f):
+        inputs = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(f(inputs).tanh().sum(), inputs, create_graph=True)
+        (hvp,) = torch.autograd.grad((grad * v).sum(), inputs)
+        return hvp
+
+    ours, expected = hessian_vector_product(layer), hessian_vector_product(lambda t: F.linear(t, weight, bias))
+    assert expected.abs().max() > 0 and relative_diff(ours, expected) <= 1e-5
+
+
+def test_torch_func_grad_over_the_model_matches_autograd():
+    model = tiny_model()
+    ids = torch.randint(0, 300, (2, 8))
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    loss_of = lambda p: torch.func.functional_call(model, p, (ids,), {"labels": ids}).loss  # noqa: E731
+    grads = torch.func.grad(loss_of)(params)
+    _, expected = loss_and_gradients(model, ids)
+    for name, grad in expected.items():
+        assert relative_diff(grads[name], grad) <= 1e-5, name
+
+
+def test_linear_on_empty_or_mismatched_inputs_behaves_like_f_linear():
+    layer, (weight, bias) = make_linear()
+    x = torch.randn(0, 5, 64, requires_grad=True)
+    layer(x).sum().backward()
+    assert x.grad.shape == x.shape and weight.grad.abs().sum() == 0
+    with pytest.raises(RuntimeError) as ours:
+        layer(torch.randn(2, 64, dtype=torch.float64))
+    with pytest.raises(RuntimeError) as expected:
+        F.linear(torch.randn(2, 64, dtype=torch.float64), weight, bias)
+    assert type(ours.value) is type(expected.value)

@@ -83,30 +83,49 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x):
-        weight = self.weight
-        if (
-            _ONEDNN_LINEAR is None
-            or x.device.type != "cpu"
-            or x.dtype != torch.float32
-            or type(weight) is not nn.Parameter
-            or not torch.backends.mkldnn.enabled
-            or torch.is_autocast_enabled("cpu")
-            or _is_tracing()
-        ):
-            return F.linear(x, weight, self.bias)
+        weight, bias = self.weight, self.bias
+        if not _onednn_applies(x, weight, bias):
+            return F.linear(x, weight, bias)
         if not torch.is_grad_enabled() and x.numel() == self.in_features and weight.is_contiguous():
             chunks = _row_chunks(self.out_features, torch.get_num_threads())
             if chunks > 1:
                 weight = weight.view(chunks, -1, self.in_features)  # (chunks, out / chunks, in)
                 column = x.reshape(1, -1).t().expand(chunks, -1, -1)  # (chunks, in, 1), a BLAS-friendly view
-                if self.bias is None:
+                if bias is None:
                     y = torch.bmm(weight, column)
                 else:
-                    y = torch.baddbmm(self.bias.view(chunks, -1, 1), weight, column)
+                    y = torch.baddbmm(bias.view(chunks, -1, 1), weight, column)
                 return y.view(*x.shape[:-1], self.out_features)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, self.bias)):
-            return _OneDNNLinear.apply(x, weight, self.bias)
-        return _onednn_linear(x, weight, self.bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+            return _OneDNNLinear.apply(x, weight, bias)
+        return _onednn_linear(x, weight, bias)
+
+
+def _onednn_applies(x, weight, bias):
+    """Plain fp32 CPU tensors, eager autograd only: everything else (GPUs, bf16, autocast, DTensor and other
+    subclasses, compilers and tracers, torch.func transforms, forward-mode AD) keeps F.linear's semantics."""
+    return (
+        _ONEDNN_LINEAR is not None
+        and not _is_tracing()
+        and type(x) is torch.Tensor
+        and type(weight) is nn.Parameter
+        and (bias is None or type(bias) is nn.Parameter)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.numel() > 0
+        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+        and _plain_eager_autograd()
+    )
+
+
+def _plain_eager_autograd():
+    """No torch.func transform and no forward-mode AD level is active (neither supports custom saves or kernels)."""
+    return _FUNCTORCH_LEVEL() is None and getattr(torch.autograd.forward_ad, "_current_level", -1) == -1
+
+
+_FUNCTORCH_LEVEL = getattr(torch._C._functorch, "maybe_current_level", lambda: None)
 
 
 def _onednn_linear(x, weight, bias=None):
@@ -116,29 +135,36 @@ def _onednn_linear(x, weight, bias=None):
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """Linear's forward and backward matmuls through oneDNN; saves what F.linear saves (input and weight)."""
+    """Linear's forward and backward matmuls through oneDNN, saving only what the gradients need, as F.linear does.
+
+    A second-order backward (create_graph=True) gets the same gradients from differentiable matmuls.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
+        needs_x, needs_weight, _ = ctx.needs_input_grad
+        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
+        ctx.x_shape, ctx.out_features, ctx.has_bias = x.shape, weight.shape[0], bias is not None
         return _onednn_linear(x, weight, bias)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
-        grad_y = grad_y.reshape(-1, weight.shape[0])  # (N, out)
+        grad_y = grad_y.reshape(-1, ctx.out_features)  # (N, out)
+        higher_order = torch.is_grad_enabled()
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _onednn_linear(grad_y, weight.t()).view(x.shape)  # grad_y @ weight
+        if ctx.needs_input_grad[0]:  # grad_y @ weight
+            grad_x = grad_y @ weight if higher_order else _onednn_linear(grad_y, weight.t())
+            grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[1]:  # grad_y.T @ x, in column slices of grad_y: oneDNN copies a transposed input
             x_t = x.reshape(-1, x.shape[-1]).t()
-            width = max(1, _SLICE_ELEMENTS // grad_y.shape[0])
-            if width >= grad_y.shape[1]:
+            width = max(1, _SLICE_ELEMENTS // max(1, grad_y.shape[0]))
+            if higher_order:
+                grad_w = grad_y.t() @ x_t.t()
+            elif width >= grad_y.shape[1]:
                 grad_w = _onednn_linear(grad_y.t(), x_t)
             else:
-                grad_w = weight.new_empty(weight.shape)
+                grad_w = x.new_empty(grad_y.shape[1], x.shape[-1])
                 for start in range(0, grad_y.shape[1], width):
                     grad_w[start : start + width] = _onednn_linear(grad_y[:, start : start + width].t(), x_t)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -217,47 +243,98 @@ def _recomputed_in_backward(output, fn, *args, **kwargs):
 
     The matmul after a gelu or a layer norm saves that function's output for its weight gradient, while the function
     already saved its input; recomputing the output in the backward pass frees a third of a block's activations for
-    an elementwise op. Parameters in `args` are copied now: sharded training (DeepSpeed ZeRO-3) may release them
-    before the backward pass. Off under activation checkpointing (its own saved-tensor hooks) and compilers.
+    an elementwise op. Parameters in `args` are copied now, in case sharded training releases them before the backward
+    pass. Only for plain strided tensors in eager autograd: off under activation checkpointing (its own saved-tensor
+    hooks), compilers and torch.func transforms, and for fn=None.
     """
-    if not torch.is_grad_enabled() or _is_tracing() or _TOP_SAVED_TENSORS_HOOKS is None:
+    outer = _active_saved_tensor_hooks() if fn is not None and _recipes_apply(output) else ()
+    if outer == () or (outer is not None and not getattr(outer[0], "recipes", False)):
         yield
         return
-    outer = _TOP_SAVED_TENSORS_HOOKS(False)  # (pack, unpack) of the innermost active hooks, or None
-    if outer is not None and not getattr(outer[0], "recipes", False):
-        yield
-        return
-
     args = [a.detach().clone() if isinstance(a, nn.Parameter) else a for a in args]
-    recompute = functools.partial(fn, *args, **kwargs)
+    recipe = functools.partial(fn, *args, **kwargs)
+    version, recipes = output._version, []
 
     def pack(tensor):
-        if tensor.data_ptr() == output.data_ptr() and tensor.numel() == output.numel() and tensor.is_contiguous():
-            return _Recompute(recompute, tensor.shape)
-        return outer[0](tensor) if outer else tensor  # another block's recipe, one level up
+        if (
+            type(tensor) is torch.Tensor
+            and tensor.layout == torch.strided
+            and tensor.dtype == output.dtype
+            and tensor.device == output.device
+            and tensor.data_ptr() == output.data_ptr()
+            and tensor.numel() == output.numel()
+            and tensor.is_contiguous()
+        ):
+            recipes.append(tensor.shape)
+            return _Recompute(recipe, tensor.shape)
+        if outer:
+            return outer[0](tensor)  # another block's recipe, one level up
+        return _Stored(tensor, tensor._version)
 
     pack.recipes = True
-
-    def unpack(saved):
-        return saved() if isinstance(saved, _Recompute) else saved
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
         yield
+    if recipes and output._version != version:
+        raise RuntimeError("an activation saved for the backward pass was modified by an in-place operation")
 
 
 class _Recompute:
-    def __init__(self, recompute, shape):
-        self.recompute, self.shape = recompute, shape
+    def __init__(self, recipe, shape):
+        self.recipe, self.shape = recipe, shape
 
     def __call__(self):
-        return self.recompute().view(self.shape)
+        return self.recipe().view(self.shape)
+
+
+class _Stored:
+    """A tensor saved as is, with its version: autograd checks in-place changes only for tensors it stores itself."""
+
+    def __init__(self, tensor, version):
+        self.tensor, self.version = tensor, version
+
+
+def _unpack(saved):
+    if isinstance(saved, _Recompute):
+        return saved()
+    if saved.tensor._version != saved.version:
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an inplace operation"
+        )
+    return saved.tensor
+
+
+def _recipes_apply(output):
+    return (
+        torch.is_grad_enabled()
+        and not _is_tracing()
+        and type(output) is torch.Tensor
+        and output.layout == torch.strided
+        and output.device.type != "meta"
+        and output.numel() > 0
+        and _plain_eager_autograd()
+    )
+
+
+def _active_saved_tensor_hooks():
+    """The innermost saved-tensor hooks (pack, unpack), None if there are none, () if this torch can't tell."""
+    try:
+        return _TOP_SAVED_TENSORS_HOOKS(False) if _SAVED_TENSORS_HOOKS_ENABLED() else ()
+    except (TypeError, RuntimeError):
+        return ()
 
 
 _TOP_SAVED_TENSORS_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+_SAVED_TENSORS_HOOKS_ENABLED = getattr(torch._C._autograd, "_saved_tensors_hooks_is_enabled", lambda: False)
 
 
-def _layer_norm_args(module):
-    return module.normalized_shape, module.weight, module.bias, module.eps
+def _layer_norm_recipe(module, x):
+    """(F.layer_norm, its arguments) for a plain nn.LayerNorm; (None,) when hooks or a subclass could change the
+    output (PEFT's LN tuning, activation steering, DeepSpeed ZeRO-3's parameter hooks, Accelerate's patched forward)."""
+    hooked = module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__
+    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
+    if type(module) is not nn.LayerNorm or hooked or global_hooks:
+        return (None,)
+    return F.layer_norm, x, module.normalized_shape, module.weight, module.bias, module.eps
 
 
 class Block(GradientCheckpointingLayer):
@@ -270,11 +347,11 @@ class Block(GradientCheckpointingLayer):
 
     def forward(self, x, attention_mask=None, cache=None, **kwargs):
         h = self.ln_1(x)
-        with _recomputed_in_backward(h, F.layer_norm, x, *_layer_norm_args(self.ln_1)):
+        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_1, x)):
             a, att = self.attn(h, attention_mask, cache, **kwargs)
         x = x + a
         h = self.ln_2(x)
-        with _recomputed_in_backward(h, F.layer_norm, x, *_layer_norm_args(self.ln_2)):
+        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_2, x)):
             x = x + self.mlp(h)
         return x, att
 
@@ -374,7 +451,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
     ):
         cache = cache if cache is not None else past_key_values
         if use_cache is None:  # a cache nobody asked for costs a copy of every key and value in training
-            use_cache = self.config.use_cache and not (self.training and torch.is_grad_enabled())
+            use_cache = cache is not None or (self.config.use_cache and not (self.training and torch.is_grad_enabled()))
         if output_attentions is None:
             output_attentions = self.config.output_attentions
         if output_hidden_states is None:
@@ -497,8 +574,9 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         """self.loss_function (transformers' ForCausalLMLoss: shift, ignore -100, divide by num_items_in_batch)
         summed over chunks of positions.
 
-        Cross-entropy's backward holds three (positions, vocab) float tensors at once, 200 MiB each at 4 x 256
-        tokens of GPT-2; chunked, only the gradient is full-sized, and a bf16 model upcasts one chunk at a time.
+        Cross-entropy saves its log-probabilities, and its backward adds two gradient buffers of the same
+        (positions, vocab) float shape: 200 MiB apiece at 4 x 256 tokens of GPT-2. Chunked, the two buffers exist one
+        chunk at a time, and a bf16 model upcasts one chunk at a time.
         """
         vocab_size = self.config.vocab_size
         if shift_labels is None:
@@ -585,7 +663,10 @@ class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
 
 
 def _is_tracing():
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _FX_SYMBOLIC_TRACING()
+
+
+_FX_SYMBOLIC_TRACING = getattr(torch.fx._symbolic_trace, "is_fx_tracing_symbolic_tracing", lambda: False)
 
 
 def _check_token_ids(ids, limit, name, ignore_index=None, limit_name="vocab_size"):
