@@ -293,3 +293,19 @@ def test_linear_on_empty_or_mismatched_inputs_behaves_like_f_linear():
     with pytest.raises(RuntimeError) as expected:
         F.linear(torch.randn(2, 64, dtype=torch.float64), weight, bias)
     assert type(ours.value) is type(expected.value)
+
+
+def test_a_loss_function_set_by_the_user_gets_one_call_with_the_labels():
+    model = tiny_model(block_size=320)
+    ids = torch.randint(0, 300, (2, 300))  # 600 positions: ForCausalLMLoss would run in 4 chunks
+    calls = []
+
+    def my_loss(logits, labels, vocab_size, **kwargs):
+        calls.append((logits.shape, labels.shape, sorted(kwargs)))
+        return ForCausalLMLoss(logits, labels, vocab_size, **kwargs) * 2
+
+    model.loss_function = my_loss
+    loss = model(ids, labels=ids).loss
+    assert calls == [((2, 300, 300), (2, 300), [])]
+    del model._loss_function  # back to transformers' own (what the setter stored)
+    assert abs(loss.item() - 2 * model(ids, labels=ids).loss.item()) <= 1e-5

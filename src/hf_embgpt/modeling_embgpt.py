@@ -41,6 +41,7 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -570,7 +571,7 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
             **{_CACHE_FIELD: getattr(out, _CACHE_FIELD)},
         )
 
-    def _loss_in_chunks(self, logits, labels, num_items_in_batch=None, shift_labels=None, **kwargs):
+    def _loss_in_chunks(self, logits, labels, **kwargs):
         """self.loss_function (transformers' ForCausalLMLoss: shift, ignore -100, divide by num_items_in_batch)
         summed over chunks of positions.
 
@@ -579,14 +580,18 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         chunk at a time, and a bf16 model upcasts one chunk at a time.
         """
         vocab_size = self.config.vocab_size
+        if self.loss_function is not ForCausalLMLoss:  # a loss set by the user may not take shift_labels: one call
+            return self.loss_function(logits, labels, vocab_size=vocab_size, **kwargs)
+        num_items_in_batch, shift_labels = kwargs.pop("num_items_in_batch", None), kwargs.pop("shift_labels", None)
+        ignore_index = kwargs.get("ignore_index", -100)
         if shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=kwargs.get("ignore_index", -100))[..., 1:]
+            shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
         shift_labels = shift_labels.reshape(-1).to(logits.device)
         logits = logits.reshape(-1, vocab_size)
         if shift_labels.shape[0] != logits.shape[0]:
             raise ValueError(f"labels give {shift_labels.shape[0]} targets for {logits.shape[0]} positions of logits")
         if num_items_in_batch is None:  # the mean over counted positions, as one cross-entropy call would take
-            num_items_in_batch = (shift_labels != kwargs.get("ignore_index", -100)).sum()
+            num_items_in_batch = (shift_labels != ignore_index).sum()
         size = max(self.loss_chunk_size, -(-logits.shape[0] // self.loss_chunks))
         pieces = zip(logits.split(size), shift_labels.split(size), strict=True)
         return sum(
