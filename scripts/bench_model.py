@@ -34,7 +34,8 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.modeling_embgpt import gpt2_config_from, state_dict_from_gpt2
+from hf_embgpt.modeling_embgpt import _ONEDNN_LINEAR, gpt2_config_from, state_dict_from_gpt2
+from hf_embgpt.train import flops_per_token, non_embedding_params
 
 # glibc settings, read once at process start. Measured on a 124M training step (2 cores, 4 x 256): glibc's defaults
 # unmap every large freed block, so each step takes ~400k minor page faults; "thp" backs those blocks with
@@ -100,25 +101,9 @@ def build_models(preset, seed, quick=False, which=MODELS):
     return config, {name: models[name] for name in which}
 
 
-def flops_per_token(config, seq_len):
-    """nanoGPT's estimate (PaLM appendix B): 6N for the weights plus the attention matmuls, per trained token.
-
-    N excludes the position embeddings (nanoGPT's get_num_params); T is the trained sequence length.
-    """
-    n = config.vocab_size * config.n_embd + config.n_layer * (12 * config.n_embd**2 + 13 * config.n_embd)
-    n += 2 * config.n_embd  # ln_f
-    return 6 * n + 12 * config.n_layer * config.n_embd * seq_len
-
-
 def weight_bytes(model):
     """Bytes one decode step streams: every distinct parameter but the position table (it reads one row)."""
-    seen, total = set(), 0
-    for name, p in model.named_parameters():
-        if p.data_ptr() in seen or name.endswith("wpe.weight"):
-            continue
-        seen.add(p.data_ptr())
-        total += p.numel() * p.element_size()
-    return total
+    return non_embedding_params(model) * next(model.parameters()).element_size()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,12 +128,8 @@ def matmul_peak_gflops(n, repeat=10):
     """
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
     rates = {"torch.mm": 2 * n**3 / best_seconds(lambda: torch.mm(a, b, out=c), repeat) / 1e9}
-    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-    if onednn is not None:
-        try:
-            rates["oneDNN"] = 2 * n**3 / best_seconds(lambda: onednn(a, b, None, "none", [], ""), repeat) / 1e9
-        except RuntimeError:  # a build without the kernel for this CPU
-            pass
+    if _ONEDNN_LINEAR is not None:  # the kernel EmbGPT's Linear uses on this machine
+        rates["oneDNN"] = 2 * n**3 / best_seconds(lambda: _ONEDNN_LINEAR(a, b, None, "none", [], ""), repeat) / 1e9
     return rates
 
 
@@ -331,7 +312,7 @@ def run(args):
         log(f"train step {batch}x{seq}")
         steps = {name: make_train_step(m, batch, seq, vocab, args.seed) for name, m in models.items()}
         times = interleaved(steps, args.reps)
-        flops = flops_per_token(config, seq) * batch * seq
+        flops = flops_per_token(config, non_embedding_params(models["embgpt"]), seq) * batch * seq
         entry = {}
         for name, seconds in times.items():
             tps = [batch * seq / s for s in seconds]

@@ -19,14 +19,16 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>/dev/null 
 exec timeout "${GPU_CHECK_TIMEOUT:-290}" "$PYTHON" - <<'EOF'
 import json
 import os
+import sys
 import time
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import GPT2LMHeadModel
 
-from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.modeling_embgpt import gpt2_config_from, state_dict_from_gpt2
+from hf_embgpt.train import flops_per_token, non_embedding_params
+
+sys.path.insert(0, "scripts")
+from bench_model import build_models  # noqa: E402  the CPU benchmark's pair: same weights, same pad id
 
 device = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))
 preset = os.environ.get("GPU_CHECK_PRESET", "gpt2")
@@ -51,19 +53,8 @@ def sync():
 
 
 def build():
-    config = EmbGPTConfig.from_preset(preset)
-    torch.manual_seed(0)
-    ref = GPT2LMHeadModel._from_config(gpt2_config_from(config), attn_implementation="sdpa")
-    ours = EmbGPTForCausalLM._from_config(config, attn_implementation="sdpa")
-    ours.load_state_dict(state_dict_from_gpt2(ref.state_dict()), strict=True)
-    for m in (ref, ours):
-        m.generation_config.pad_token_id = config.eos_token_id
-    return config, {"gpt2": ref.to(device), "embgpt": ours.to(device)}
-
-
-def flops_per_token(c, t):  # nanoGPT's estimate; N without the position table
-    n = c.vocab_size * c.n_embd + c.n_layer * (12 * c.n_embd**2 + 13 * c.n_embd) + 2 * c.n_embd
-    return 6 * n + 12 * c.n_layer * c.n_embd * t
+    config, models = build_models(preset, seed=0)
+    return config, {name: model.to(device) for name, model in models.items()}
 
 
 def bf16_peak():
@@ -95,7 +86,7 @@ peak, kind = bf16_peak()
 report("bf16_peak_tflops", {"value": peak / 1e12, "kind": kind})
 torch.backends.cuda.matmul.allow_tf32 = True
 x = torch.randint(0, config.vocab_size, (batch, seq), device=device)
-flops = flops_per_token(config, seq) * batch * seq
+flops = flops_per_token(config, non_embedding_params(models["embgpt"]), seq) * batch * seq
 backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
 if device.type != "cuda":
     backends = {"math": SDPBackend.MATH}

@@ -152,8 +152,9 @@ def flops_per_token(config, n_params, block_size):
     return 6 * n_params + 12 * config.n_layer * config.n_head * head_dim * block_size
 
 
-def _non_embedding_params(model):
-    """Trainable-or-not parameter count without wpe, as nanoGPT's `get_num_params(non_embedding=True)`."""
+def non_embedding_params(model):
+    """Trainable-or-not parameter count without wpe, as nanoGPT's `get_num_params(non_embedding=True)`: the N of the
+    FLOP estimate, and the weights one decode step streams."""
     seen, total = set(), 0
     for name, p in model.named_parameters():
         if id(p) in seen or name.endswith("wpe.weight"):
@@ -468,7 +469,7 @@ def train(argv=None, callbacks=None):
     logger.info(
         "model: %d layers, %d heads, %d wide, block %d, vocab %d; %.2fM parameters (%.2fM trainable); %s blocks",
         base.config.n_layer, base.config.n_head, base.config.n_embd, block_size, base.config.vocab_size,
-        _non_embedding_params(base) / 1e6, n_trainable / 1e6,
+        non_embedding_params(base) / 1e6, n_trainable / 1e6,
         len(train_set) if hasattr(train_set, "__len__") else "streamed",
     )  # fmt: skip
 
@@ -481,7 +482,7 @@ def train(argv=None, callbacks=None):
         processing_class=tokenizer,
         callbacks=callbacks,
         run_args=run_args,
-        flops_per_token=flops_per_token(base.config, _non_embedding_params(base), block_size),
+        flops_per_token=flops_per_token(base.config, non_embedding_params(base), block_size),
         block_size=block_size,
     )
     started = time.perf_counter()
