@@ -48,6 +48,11 @@ def test_quick_benchmark_writes_every_field(tmp_path):
         assert gen[label]["tokens_identical"] is True  # greedy decoding of the same weights
     assert gen["weight_bytes"] > 0 and gen["bandwidth_floor_ms_per_token"] > 0
     assert set(gen["batch1_over_floor"]) == set(MODELS)
+    for name in MODELS:  # each timed batch-1 run set against the floor measured around it
+        runs = gen["batch1"][name]
+        assert len(runs["over_paired_floor"]["values"]) == len(runs["ms_per_token"]["values"])
+        assert summary_ok(runs["paired_floor_ms"]) and summary_ok(runs["over_paired_floor"])
+        assert runs["paired_floor_ms"]["min"] >= gen["bandwidth_floor_ms_per_token"] * (1 - 1e-9)
 
     rss = r["peak_rss"]
     for name in MODELS:
