@@ -380,7 +380,7 @@ def run(args):
         entry["tokens_identical"] = all(torch.equal(a, b) for a, b in pairs)
         results["generate"][label] = entry
     # the floor uses the best read bandwidth seen: measured again after generation, as a shared machine's varies
-    read_after, _ = memory_bandwidth_gbs(sizes["band_mb"])
+    read_after = read_meter()
     read_around = nbytes / (min(min(f) for f in floors.values()) / 1000) / 1e9
     results["machine"]["read_bandwidth_gbs_by_time"] = {
         "start": read_gbs, "around_batch1_generate": read_around, "after_generate": read_after,

@@ -107,7 +107,7 @@ def _onednn_applies(x, weight, bias):
     subclasses, compilers and tracers, torch.func transforms, forward-mode AD) keeps F.linear's semantics."""
     return (
         _ONEDNN_LINEAR is not None
-        and not _is_tracing()
+        and _plain_eager_autograd()
         and type(x) is torch.Tensor
         and type(weight) is nn.Parameter
         and (bias is None or type(bias) is nn.Parameter)
@@ -117,13 +117,17 @@ def _onednn_applies(x, weight, bias):
         and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
         and torch.backends.mkldnn.enabled
         and not torch.is_autocast_enabled("cpu")
-        and _plain_eager_autograd()
     )
 
 
 def _plain_eager_autograd():
-    """No torch.func transform and no forward-mode AD level is active (neither supports custom saves or kernels)."""
-    return _FUNCTORCH_LEVEL() is None and getattr(torch.autograd.forward_ad, "_current_level", -1) == -1
+    """No compiler or tracer, no torch.func transform and no forward-mode AD level is active (none of them supports
+    custom saves or kernels)."""
+    return (
+        not _is_tracing()
+        and _FUNCTORCH_LEVEL() is None
+        and getattr(torch.autograd.forward_ad, "_current_level", -1) == -1
+    )
 
 
 _FUNCTORCH_LEVEL = getattr(torch._C._functorch, "maybe_current_level", lambda: None)
@@ -307,12 +311,11 @@ def _unpack(saved):
 def _recipes_apply(output):
     return (
         torch.is_grad_enabled()
-        and not _is_tracing()
+        and _plain_eager_autograd()
         and type(output) is torch.Tensor
         and output.layout == torch.strided
         and output.device.type != "meta"
         and output.numel() > 0
-        and _plain_eager_autograd()
     )
 
 
