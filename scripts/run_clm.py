@@ -63,4 +63,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    train.end_distributed()  # every rank done: the process group shuts down in order (see its docstring)
     sys.exit(0)

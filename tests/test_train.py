@@ -24,6 +24,26 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+# `embgpt` under torchrun, recording each rank's native threads (Linux names them in /proc) once `main` has returned
+EXIT_THREADS_ENTRY = """
+import atexit, os, sys
+from hf_embgpt import cli
+
+def record():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except FileNotFoundError:  # a thread that has just ended
+            pass
+    path = os.path.join(os.environ["EXIT_THREADS_DIR"], f"exit_threads_rank{os.environ['RANK']}.txt")
+    with open(path, "w") as f:
+        f.write("\\n".join(names))
+
+atexit.register(record)
+sys.exit(cli.main())
+"""
+
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
@@ -130,10 +150,17 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words
               "--sample_tokens", "8"]  # fmt: skip
     one = train.train(argv(tmp_path / "one", words, *common, "--per_device_train_batch_size", "4"))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hf_embgpt.cli", "train",
+    entry = tmp_path / "embgpt_recording_exit_threads.py"
+    entry.write_text(EXIT_THREADS_ENTRY)
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(entry), "train",
            *argv(tmp_path / "two", words, *common, "--per_device_train_batch_size", "2")]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=240)
+    env = {**SUBPROCESS_ENV, "PYTHONFAULTHANDLER": "1", "EXIT_THREADS_DIR": str(tmp_path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # gloo's threads were stopped before interpreter exit: left running there, they can abort a rank
+    for rank in (0, 1):
+        threads = (tmp_path / f"exit_threads_rank{rank}.txt").read_text().split()
+        assert threads and not [t for t in threads if "gloo" in t], threads
     two = losses(str(tmp_path / "two"))
     assert [s for s, _ in two] == [s for s, _ in losses(one)] == list(range(1, 7))
     for (_, a), (_, b) in zip(two, losses(one), strict=True):

@@ -11,6 +11,7 @@ Every `TrainingArguments` field is a flag too (`--bf16`, `--gradient_checkpointi
 (see scripts/accelerate/); only rank 0 writes.
 """
 
+import gc
 import json
 import logging
 import math
@@ -567,14 +568,23 @@ def push_trained(trainer, args, merged_dir=None):
     )
 
 
+def end_distributed():
+    """Shut a torchrun / `accelerate launch` run's process group down in order, once every rank is done.
+
+    The finished Trainer is a reference cycle that holds DDP and, through it, the process group: it is collected
+    first, so that destroy_process_group stops gloo's threads. Left running into interpreter exit, they abort a rank
+    ("terminate called without an active exception"). Rank 0 may still be writing, so all ranks meet first.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(argv=None):
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     results = train(argv)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # rank 0 is still sampling and writing: a rank that exits (or tears gloo down) before it does aborts
-        # ("terminate called without an active exception"), so all ranks meet, then shut down in order
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    end_distributed()
     if results["main_process"]:
         print(f"\ntrain loss {results['train_loss']:.4f} | eval loss {results['eval_loss']:.4f} | "
               f"perplexity {results['eval_perplexity']:.2f} | {results['global_step']} steps in "
