@@ -34,8 +34,10 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.modeling_embgpt import _ONEDNN_LINEAR, gpt2_config_from, state_dict_from_gpt2
-from hf_embgpt.train import flops_per_token, non_embedding_params
+from hf_embgpt.formats.gpt2 import gpt2_config_from
+from hf_embgpt.kernels.cpu import _ONEDNN_LINEAR, optimize
+from hf_embgpt.modeling_embgpt import state_dict_from_gpt2
+from hf_embgpt.training.recipe import flops_per_token, non_embedding_params
 
 # glibc settings, read once at process start. Measured on a 124M training step (2 cores, 4 x 256): glibc's defaults
 # unmap every large freed block, so each step takes ~400k minor page faults; "thp" backs those blocks with
@@ -95,7 +97,7 @@ def build_models(preset, seed, quick=False, which=MODELS):
     if "embgpt" in which:
         ours = EmbGPTForCausalLM._from_config(config, attn_implementation="sdpa")
         ours.load_state_dict(state_dict_from_gpt2(ref.state_dict()), strict=True)
-        models["embgpt"] = ours
+        models["embgpt"] = optimize(ours)
     for model in models.values():
         model.generation_config.pad_token_id = config.eos_token_id
     return config, {name: models[name] for name in which}

@@ -50,7 +50,7 @@ def plain_loop_ms(text, iters, seed=1337):
     """Median ms/iteration of nanoGPT's training loop (random windows, AdamW, get_lr, clip) on the same model, run
     here and now: the machine is shared, so this is the fair yardstick for Trainer's overhead."""
     from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-    from hf_embgpt.train import nanogpt_lr
+    from hf_embgpt.training.recipe import nanogpt_lr
 
     torch.manual_seed(seed)
     chars = sorted(set(text))

@@ -25,7 +25,7 @@ import time
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hf_embgpt.train import flops_per_token, non_embedding_params
+from hf_embgpt.training.recipe import flops_per_token, non_embedding_params
 
 sys.path.insert(0, "scripts")
 from bench_model import build_models  # noqa: E402  the CPU benchmark's pair: same weights, same pad id

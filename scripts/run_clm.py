@@ -15,12 +15,16 @@ import math
 import os
 import sys
 
-from hf_embgpt import data, train
+from hf_embgpt import train
+from hf_embgpt.training import data
+from hf_embgpt.training.arguments import parse_args
+from hf_embgpt.training.checkpoints import last_complete_checkpoint
+from hf_embgpt.training.recipe import add_lora, build_model, trainer_class
 
 
 def main(argv=None):
     # 1. Arguments: ours (model, data, run) and Trainer's, with nanoGPT's Shakespeare-char defaults.
-    model_args, data_args, run_args, args = train.parse_args(argv)
+    model_args, data_args, run_args, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
 
     # 2. Text, then a tokenizer (the checkpoint's own, or trained on the text), then blocks of block_size tokens.
@@ -28,16 +32,16 @@ def main(argv=None):
     with args.main_process_first(desc="data"):
         raw = data.load_text(data_args.data, data_args.dataset_config, data_args.validation_data, data_args.text_column)
         tokenizer = data.make_tokenizer(data_args.tokenizer, raw, model_args.model_name_or_path)
-        model = train.build_model(model_args, len(tokenizer), data_args.block_size, tokenizer)
+        model = build_model(model_args, len(tokenizer), data_args.block_size, tokenizer)
         block_size = data_args.block_size or model.config.block_size
         train_set, eval_set = data.build_datasets(raw, tokenizer, block_size, data_args.validation_fraction)
 
     # 3. Optional LoRA: adapters on c_attn / c_proj / c_fc, everything else frozen.
     if model_args.lora_r:
-        model = train.add_lora(model, model_args)
+        model = add_lora(model, model_args)
 
     # 4. Trainer with nanoGPT's optimizer (decay on >= 2-D weights, fused AdamW) and schedule (cosine to min_lr).
-    trainer = train._trainer_class()(
+    trainer = trainer_class()(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -46,7 +50,7 @@ def main(argv=None):
         processing_class=tokenizer,
         run_args=run_args,
     )
-    checkpoint = train.last_complete_checkpoint(args.output_dir) if run_args.resume else None
+    checkpoint = last_complete_checkpoint(args.output_dir) if run_args.resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
 
     # 5. Evaluate, save model + tokenizer (rank 0 only), sample.

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, GPT2LMHeadModel
 
 import hf_embgpt
 from hf_embgpt.block_size import crop_block_size, extend_block_size, extended_wpe, main
+from hf_embgpt.formats.gpt2 import gpt2_config_from
 from hf_embgpt.inspection import load_tokenizer
 
 SMALL = dict(vocab_size=97, block_size=16, bos_token_id=None, eos_token_id=None)  # GPT-2's 50256 is out of range
@@ -152,7 +153,7 @@ def test_wrong_types_are_refused():
     with pytest.raises(TypeError, match="integer, got True"):
         extend_block_size(tiny_model(), True)
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(hf_embgpt.modeling_embgpt.gpt2_config_from(tiny_model().config))
+    gpt2 = GPT2LMHeadModel(gpt2_config_from(tiny_model().config))
     with pytest.raises(TypeError, match="EmbGPT model .*GPT2LMHeadModel"):
         crop_block_size(gpt2, 8)
 

@@ -10,16 +10,10 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
 from hf_embgpt.cli import main as cli
-from hf_embgpt.convert import (
-    FORMATS,
-    convert,
-    detect_format,
-    expected_shapes,
-    model_from_state_dict,
-    read_checkpoint,
-    write_checkpoint,
-)
-from hf_embgpt.hub import read_provenance
+from hf_embgpt.convert import convert
+from hf_embgpt.formats.common import expected_shapes, model_from_state_dict
+from hf_embgpt.formats.provenance import read_provenance
+from hf_embgpt.formats.registry import FORMATS, detect_format, read_checkpoint, write_checkpoint
 
 DESTINATIONS = {"embgpt": "embgpt", "gpt2": "gpt2", "nanogpt": "ckpt.pt", "llmc": "model.bin", "tf": "tf"}
 CORE = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "bias", "activation_function")

@@ -18,15 +18,9 @@ from transformers import GPT2TokenizerFast
 
 import hf_embgpt
 from hf_embgpt.cli import main as cli
-from hf_embgpt.convert import read_checkpoint
-from hf_embgpt.hub import (
-    PROVENANCE_FILE,
-    prepare_push_folder,
-    push_to_hub,
-    read_provenance,
-    write_model_card,
-    write_provenance,
-)
+from hf_embgpt.formats.provenance import PROVENANCE_FILE, read_provenance, write_provenance
+from hf_embgpt.formats.registry import read_checkpoint
+from hf_embgpt.hub import prepare_push_folder, push_to_hub, write_model_card
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FILES = {

@@ -12,7 +12,7 @@ from transformers import GPT2LMHeadModel, Trainer, TrainingArguments
 
 import hf_embgpt
 from hf_embgpt import inspection
-from hf_embgpt.inspection import (
+from hf_embgpt.embeddings import (
     FIGURES,
     cosine_similarity_matrix,
     embedding_tables,
@@ -23,9 +23,10 @@ from hf_embgpt.inspection import (
     pca,
     resolve_query,
     similarity_by_offset,
-    write_report,
 )
-from hf_embgpt.wpe_callback import WpeHeatmapCallback
+from hf_embgpt.formats.gpt2 import gpt2_config_from
+from hf_embgpt.inspection import write_report
+from hf_embgpt.training.callbacks import WpeHeatmapCallback
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -124,7 +125,7 @@ def test_head_tying_and_parameter_shares():
     assert head_tying(model) == "untied"
     assert head_tying(model.transformer) == "no LM head"
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(hf_embgpt.modeling_embgpt.gpt2_config_from(model.config))
+    gpt2 = GPT2LMHeadModel(gpt2_config_from(model.config))
     assert head_tying(gpt2) == "tied"
     torch.testing.assert_close(embedding_tables(gpt2)[1], gpt2.transformer.wpe.weight.detach())
 

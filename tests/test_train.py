@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 import hf_embgpt
-from hf_embgpt import data, train
+from hf_embgpt import train
+from hf_embgpt.training import checkpoints, data, recipe
+from hf_embgpt.training.arguments import RunArguments
 
 TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32"]
 QUIET = ["--disable_tqdm", "true", "--report_to", "none", "--logging_steps", "1", "--warmup_steps", "2"]
@@ -84,7 +86,7 @@ def test_optimizer_groups_and_schedule_are_nanogpts(tmp_path, tiny_config):
         output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, adam_beta2=0.99, warmup_steps=10,
         optim="adamw_torch_fused", report_to="none", use_cpu=True,
     )  # fmt: skip
-    trainer = train._trainer_class()(model=model, args=args, run_args=train.RunArguments(min_lr=1e-4))
+    trainer = recipe.trainer_class()(model=model, args=args, run_args=RunArguments(min_lr=1e-4))
     optimizer = trainer.create_optimizer()
     decay, no_decay = optimizer.param_groups
     params = {id(p): p for p in model.parameters()}
@@ -192,7 +194,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, words):
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert not (killed / "model.safetensors").exists()
-    assert train.last_complete_checkpoint(str(killed)) == str(killed / "checkpoint-4")
+    assert checkpoints.last_complete_checkpoint(str(killed)) == str(killed / "checkpoint-4")
 
     # checkpoints the kill cut short: no trainer state yet, or a truncated optimizer file
     shutil.copytree(killed / "checkpoint-4", killed / "checkpoint-5")
@@ -202,9 +204,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, words):
     (killed / "checkpoint-6" / "trainer_state.json").write_text(json.dumps({**state, "global_step": 6}))
     optimizer = (killed / "checkpoint-6" / "optimizer.pt").read_bytes()
     (killed / "checkpoint-6" / "optimizer.pt").write_bytes(optimizer[: len(optimizer) // 2])
-    assert not train.checkpoint_is_complete(str(killed / "checkpoint-5"))
-    assert not train.checkpoint_is_complete(str(killed / "checkpoint-6"))
-    assert train.last_complete_checkpoint(str(killed)) == str(killed / "checkpoint-4")
+    assert not checkpoints.checkpoint_is_complete(str(killed / "checkpoint-5"))
+    assert not checkpoints.checkpoint_is_complete(str(killed / "checkpoint-6"))
+    assert checkpoints.last_complete_checkpoint(str(killed)) == str(killed / "checkpoint-4")
 
     resumed = train.train(argv(killed, words, *common, "--resume"))
     assert resumed["resumed_from"] == str(killed / "checkpoint-4")

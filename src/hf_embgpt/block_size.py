@@ -34,13 +34,13 @@ folder or Hub id) and writes an EmbGPT folder, with the tokenizer's `model_max_l
 
 import argparse
 import logging
-import os
-import shutil
-import tempfile
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .formats.common import save_tokenizer
+from .modeling_embgpt import EmbGPTForCausalLM, EmbGPTPreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,6 @@ EXTEND_METHODS = ("interpolate", "copy", "tile")
 
 def _base_model(model):
     """The module that owns `wpe`: the EmbGPTModel itself, or the one inside an EmbGPT head model."""
-    from .modeling_embgpt import EmbGPTPreTrainedModel
-
     if not isinstance(model, EmbGPTPreTrainedModel):
         raise TypeError(f"expected an EmbGPT model (EmbGPTForCausalLM, EmbGPTModel, ...), got {type(model).__name__}")
     return model.base_model  # the model itself for EmbGPTModel, `model.transformer` for the head models
@@ -167,24 +165,9 @@ def build_parser():
     return parser
 
 
-def save_tokenizer(tokenizer, directory):
-    """`tokenizer.save_pretrained(directory)`, staged in a sibling temp folder and moved in file by file."""
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tokenizer.", dir=os.path.dirname(directory))
-    try:
-        for name in tokenizer.save_pretrained(staging):
-            if os.path.isfile(name):
-                os.replace(name, os.path.join(directory, os.path.basename(name)))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from transformers import AutoTokenizer
-
-    from .modeling_embgpt import EmbGPTForCausalLM
 
     model = EmbGPTForCausalLM.from_pretrained(args.model)
     old = model.config.block_size

@@ -1,4 +1,5 @@
-"""`embgpt <command>`: one console script; each command is a module with its own `main(argv)`."""
+"""`embgpt <command>` (or `python -m hf_embgpt <command>`): one console script; each command is a module with its
+own `main(argv)`, imported only when its command runs."""
 
 import importlib
 import sys

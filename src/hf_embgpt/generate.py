@@ -12,7 +12,7 @@ def load_model_and_tokenizer(model_name_or_path, tokenizer_name_or_path=None, dt
     """EmbGPT model (GPT-2 checkpoints are converted) and its tokenizer, which must be saved beside it or named."""
     from transformers import AutoTokenizer
 
-    from . import EmbGPTForCausalLM
+    from .modeling_embgpt import EmbGPTForCausalLM
 
     model = EmbGPTForCausalLM.from_pretrained(model_name_or_path, dtype=dtype).eval()
     source = tokenizer_name_or_path or model_name_or_path

@@ -11,7 +11,6 @@ Evaluation metrics come from the `trainer_state.json` that transformers' Trainer
 """
 
 import argparse
-import datetime
 import glob
 import importlib.metadata
 import json
@@ -25,24 +24,13 @@ import huggingface_hub
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
 from .configuration_embgpt import EmbGPTConfig
-from .convert import atomic_file
+from .formats.common import atomic_file
+from .formats.provenance import PROVENANCE_FILE, package_version, read_provenance
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_card.md")
-PROVENANCE_FILE = "embgpt_provenance.json"
 TRAINER_STATE_FILE = "trainer_state.json"
-# The provenance record: field -> (accepted types, meaning). `hf_embgpt_version` and `updated` are added on write.
-PROVENANCE_FIELDS = {
-    "kind": ((str,), "'converted' (weights from another format) or 'trained' (by a training run)"),
-    "source": ((str,), "the checkpoint the weights came from: a path or a Hub id"),
-    "source_format": ((str,), "its format: embgpt, gpt2, nanogpt, llmc, tf or hub"),
-    "base_model": ((str,), "Hub id of the model this one starts from"),
-    "datasets": ((list, tuple), "names or Hub ids of the data trained on"),
-    "command": ((str,), "the command line that produced the folder"),
-    "notes": ((str,), "anything else worth a line in the card"),
-}
-PROVENANCE_KINDS = ("converted", "trained")
 DEFAULT_TAGS = ("embgpt", "gpt2", "nanogpt", "causal-lm", "custom_code")
 FORMAT_NAMES = {
     "embgpt": "EmbGPT",
@@ -57,48 +45,7 @@ _SKIPPED_METRICS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_s
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Provenance and metrics.
-
-
-def write_provenance(folder, **info):
-    """Record where a checkpoint folder came from, merged over any earlier record; returns the record.
-
-    Fields (all optional): kind ('converted' | 'trained'), source, source_format, base_model, datasets (list of
-    str), command, notes. Example: `write_provenance(out_dir, kind="trained", datasets=["tinyshakespeare"],
-    command="embgpt train --preset tiny")`.
-    """
-    for name, value in info.items():
-        if name not in PROVENANCE_FIELDS:
-            raise ValueError(f"unknown provenance field {name!r}; known fields: {', '.join(PROVENANCE_FIELDS)}")
-        types, meaning = PROVENANCE_FIELDS[name]
-        if value is not None and not isinstance(value, types):
-            raise TypeError(f"provenance field {name} must be {types[0].__name__} ({meaning}), got {value!r}")
-    if info.get("kind") not in (None, *PROVENANCE_KINDS):
-        raise ValueError(f"provenance kind {info['kind']!r} must be one of {', '.join(PROVENANCE_KINDS)}")
-    if info.get("datasets") is not None:
-        info["datasets"] = [str(d) for d in info["datasets"]]
-    record = {**read_provenance(folder), **{k: v for k, v in info.items() if v is not None}}
-    record["hf_embgpt_version"] = _version("hf_embgpt")
-    record["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    os.makedirs(folder, exist_ok=True)
-    with atomic_file(os.path.join(folder, PROVENANCE_FILE)) as temp, open(temp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-    return record
-
-
-def read_provenance(folder):
-    """The folder's provenance record, or {} when it has none."""
-    path = os.path.join(os.fspath(folder), PROVENANCE_FILE)
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        try:
-            record = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} must hold a JSON object, not {type(record).__name__}")
-    return record
+# Metrics.
 
 
 def read_metrics(folder):
@@ -139,13 +86,6 @@ def _step_of(checkpoint_dir):
     return int(tail) if tail.isdigit() else -1
 
 
-def _version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def requirement(name):
     """hf_embgpt's requirement on `name` as installed (e.g. 'transformers>=5.0.0,<5.25'), read from its metadata."""
     from packaging.requirements import Requirement
@@ -180,7 +120,7 @@ def render_model_card(
     language=None,
 ):
     """A `huggingface_hub.ModelCard` for an EmbGPT config, rendered from the `model_card.md` template."""
-    from .convert import expected_shapes
+    from .formats.common import expected_shapes
 
     provenance = dict(provenance or {})
     datasets = [_shown_source(d) for d in datasets or provenance.get("datasets") or []] or None
@@ -229,7 +169,7 @@ def render_model_card(
         ],
         transformers_requirement=requirement("transformers"),
         torch_requirement=requirement("torch"),
-        hf_embgpt_version=_version("hf_embgpt"),
+        hf_embgpt_version=package_version("hf_embgpt"),
         provenance=_provenance_text(provenance, datasets, base_model),
         command=provenance.get("command"),
         metrics=[(name, _format_value(value)) for name, value in metrics],
@@ -300,7 +240,8 @@ def prepare_push_folder(source, folder, repo_id, tokenizer=None, **card_options)
     `source` is any checkpoint `embgpt convert` reads. The tokenizer comes from `tokenizer` (a folder or Hub id) or
     from beside the source; there must be one, and it must fit the model's vocabulary.
     """
-    from .convert import find_tokenizer, load_tokenizer, read_checkpoint
+    from .formats.common import find_tokenizer, load_tokenizer
+    from .formats.registry import read_checkpoint
 
     source = os.fspath(source)
     model, fmt = read_checkpoint(source)
@@ -374,7 +315,7 @@ def push_to_hub(
                 folder_path=folder,
                 revision=revision,
                 repo_type="model",
-                commit_message=commit_message or f"Upload EmbGPT model with hf_embgpt {_version('hf_embgpt')}",
+                commit_message=commit_message or f"Upload EmbGPT model with hf_embgpt {package_version('hf_embgpt')}",
             )
             logger.info("pushed %d files to %s (%s)", len(files), repo_id, getattr(commit, "commit_url", commit))
     return {"files": files, "card": card, "commit": commit}
@@ -428,10 +369,6 @@ def main(argv=None):
 
 
 __all__ = [
-    "PROVENANCE_FILE",
-    "PROVENANCE_FIELDS",
-    "write_provenance",
-    "read_provenance",
     "read_metrics",
     "render_model_card",
     "write_model_card",

@@ -1,9 +1,7 @@
 """EmbGPT: the GPT-2 architecture in nanoGPT's layout, as a transformers model.
 
-Read top to bottom: linear layer -> attention -> MLP -> block -> pretrained base -> EmbGPTModel -> heads, then small
-helpers (input checks, the causal mask, atomic saves) and the GPT-2 weight table. Three things serve speed and
-memory, not the math: `Linear` (faster fp32 CPU kernels), activations recomputed in the backward pass, and the loss
-over chunks of positions. Parameter names are GPT-2's (`transformer.wte`,
+Read top to bottom: attention -> MLP -> block -> pretrained base -> EmbGPTModel -> heads, then small helpers (input
+checks, the causal mask, atomic saves) and the GPT-2 weight table. Parameter names are GPT-2's (`transformer.wte`,
 `transformer.h.0.attn.c_attn`, ...) in `nn.Linear` layout, so a GPT-2 checkpoint converts by renaming nothing and
 transposing four matrices per block.
 
@@ -18,12 +16,10 @@ This file is uploaded to the Hub as remote code: it imports only torch, transfor
 """
 
 import contextlib
-import functools
 import inspect
 import math
 import os
 import pickle
-import platform
 import re
 import shutil
 import tempfile
@@ -33,7 +29,6 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import (
     GenerationMixin,
-    GPT2Config,
     GPT2ForSequenceClassification,
     GPT2LMHeadModel,
     GPT2Model,
@@ -73,127 +68,6 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return torch.matmul(att, value).transpose(1, 2), att  # (B, T, nh, hs), (B, nh, T, T_kv)
 
 
-class Linear(nn.Linear):
-    """nn.Linear with faster fp32 matmuls on x86 CPUs, same parameters and results to float rounding.
-
-    PyTorch sends fp32 CPU matmuls to MKL, which on CPUs it does not tune for (AMD's) runs at half their AVX-512 rate;
-    oneDNN, which PyTorch also ships, runs near it: about 2x faster forward and backward. A single input row
-    (decoding one sequence) goes through `torch.bmm` over row chunks of the weight instead, which streams the weight
-    over every core. GPUs, other dtypes, tensor subclasses, compiled graphs and `torch.backends.mkldnn.enabled =
-    False` get F.linear.
-    """
-
-    def forward(self, x):
-        weight, bias = self.weight, self.bias
-        if not _onednn_applies(x, weight, bias):
-            return F.linear(x, weight, bias)
-        if not torch.is_grad_enabled() and x.numel() == self.in_features and weight.is_contiguous():
-            chunks = _row_chunks(self.out_features, torch.get_num_threads())
-            if chunks > 1:
-                weight = weight.view(chunks, -1, self.in_features)  # (chunks, out / chunks, in)
-                column = x.reshape(1, -1).t().expand(chunks, -1, -1)  # (chunks, in, 1), a BLAS-friendly view
-                if bias is None:
-                    y = torch.bmm(weight, column)
-                else:
-                    y = torch.baddbmm(bias.view(chunks, -1, 1), weight, column)
-                return y.view(*x.shape[:-1], self.out_features)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-            return _OneDNNLinear.apply(x, weight, bias)
-        return _onednn_linear(x, weight, bias)
-
-
-def _onednn_applies(x, weight, bias):
-    """Plain fp32 CPU tensors, eager autograd only: everything else (GPUs, bf16, autocast, DTensor and other
-    subclasses, compilers and tracers, torch.func transforms, forward-mode AD) keeps F.linear's semantics."""
-    return (
-        _ONEDNN_LINEAR is not None
-        and _plain_eager_autograd()
-        and type(x) is torch.Tensor
-        and type(weight) is nn.Parameter
-        and (bias is None or type(bias) is nn.Parameter)
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.numel() > 0
-        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
-        and torch.backends.mkldnn.enabled
-        and not torch.is_autocast_enabled("cpu")
-    )
-
-
-def _plain_eager_autograd():
-    """No compiler or tracer, no torch.func transform and no forward-mode AD level is active (none of them supports
-    custom saves or kernels)."""
-    return (
-        not _is_tracing()
-        and _FUNCTORCH_LEVEL() is None
-        and getattr(torch.autograd.forward_ad, "_current_level", -1) == -1
-    )
-
-
-_FUNCTORCH_LEVEL = getattr(torch._C._functorch, "maybe_current_level", lambda: None)
-
-
-def _onednn_linear(x, weight, bias=None):
-    """x @ weight.T + bias through oneDNN, for any leading shape of x; weight may be a transposed view."""
-    y = _ONEDNN_LINEAR(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
-    return y.view(*x.shape[:-1], weight.shape[0])
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """Linear's forward and backward matmuls through oneDNN, saving only what the gradients need, as F.linear does.
-
-    A second-order backward (create_graph=True) gets the same gradients from differentiable matmuls.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        needs_x, needs_weight, _ = ctx.needs_input_grad
-        ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
-        ctx.x_shape, ctx.out_features, ctx.has_bias = x.shape, weight.shape[0], bias is not None
-        return _onednn_linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        grad_y = grad_y.reshape(-1, ctx.out_features)  # (N, out)
-        higher_order = torch.is_grad_enabled()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:  # grad_y @ weight
-            grad_x = grad_y @ weight if higher_order else _onednn_linear(grad_y, weight.t())
-            grad_x = grad_x.view(ctx.x_shape)
-        if ctx.needs_input_grad[1]:  # grad_y.T @ x, in column slices of grad_y: oneDNN copies a transposed input
-            x_t = x.reshape(-1, x.shape[-1]).t()
-            width = max(1, _SLICE_ELEMENTS // max(1, grad_y.shape[0]))
-            if higher_order:
-                grad_w = grad_y.t() @ x_t.t()
-            elif width >= grad_y.shape[1]:
-                grad_w = _onednn_linear(grad_y.t(), x_t)
-            else:
-                grad_w = x.new_empty(grad_y.shape[1], x.shape[-1])
-                for start in range(0, grad_y.shape[1], width):
-                    grad_w[start : start + width] = _onednn_linear(grad_y[:, start : start + width].t(), x_t)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum(0)
-        return grad_x, grad_w, grad_b
-
-
-_SLICE_ELEMENTS = 2**20  # 4 MiB of fp32: measured fastest for the 50257-row head, which would copy 200 MiB at once
-_ONEDNN_LINEAR = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
-    else None
-)
-
-
-@functools.cache
-def _row_chunks(out_features, threads):
-    """The smallest divisor of out_features that gives each thread two chunks of at least 16 rows; else 1."""
-    for chunks in range(2 * threads, out_features // 16 + 1):
-        if out_features % chunks == 0:
-            return chunks
-    return 1
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -204,8 +78,8 @@ class CausalSelfAttention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
         self.dropout = config.dropout
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True  # GPT-2's scaled init, see _init_weights
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -228,117 +102,17 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         # GPT-2 was trained with the tanh approximation ("gelu_new"); nanoGPT trains with the exact erf form.
         self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
 
     def forward(self, x):
-        h = self.c_fc(x)
-        g = F.gelu(h, approximate=self.approximate)
-        with _recomputed_in_backward(g, F.gelu, h, approximate=self.approximate):
-            return self.dropout(self.c_proj(g))
+        x = F.gelu(self.c_fc(x), approximate=self.approximate)
+        return self.dropout(self.c_proj(x))
 
-
-@contextlib.contextmanager
-def _recomputed_in_backward(output, fn, *args, **kwargs):
-    """Within this block, autograd saves `output` = fn(*args, **kwargs) (or a view of it) as that recipe.
-
-    The matmul after a gelu or a layer norm saves that function's output for its weight gradient, while the function
-    already saved its input; recomputing the output in the backward pass frees a third of a block's activations for
-    an elementwise op. Parameters in `args` are copied now, in case sharded training releases them before the backward
-    pass. Only for plain strided tensors in eager autograd: off under activation checkpointing (its own saved-tensor
-    hooks), compilers and torch.func transforms, and for fn=None.
-    """
-    outer = _active_saved_tensor_hooks() if fn is not None and _recipes_apply(output) else ()
-    if outer == () or (outer is not None and not getattr(outer[0], "recipes", False)):
-        yield
-        return
-    args = [a.detach().clone() if isinstance(a, nn.Parameter) else a for a in args]
-    recipe = functools.partial(fn, *args, **kwargs)
-    version, recipes = output._version, []
-
-    def pack(tensor):
-        if (
-            type(tensor) is torch.Tensor
-            and tensor.layout == torch.strided
-            and tensor.dtype == output.dtype
-            and tensor.device == output.device
-            and tensor.data_ptr() == output.data_ptr()
-            and tensor.numel() == output.numel()
-            and tensor.is_contiguous()
-        ):
-            recipes.append(tensor.shape)
-            return _Recompute(recipe, tensor.shape)
-        if outer:
-            return outer[0](tensor)  # another block's recipe, one level up
-        return _Stored(tensor, tensor._version)
-
-    pack.recipes = True
-    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
-        yield
-    if recipes and output._version != version:
-        raise RuntimeError("an activation saved for the backward pass was modified by an in-place operation")
-
-
-class _Recompute:
-    def __init__(self, recipe, shape):
-        self.recipe, self.shape = recipe, shape
-
-    def __call__(self):
-        return self.recipe().view(self.shape)
-
-
-class _Stored:
-    """A tensor saved as is, with its version: autograd checks in-place changes only for tensors it stores itself."""
-
-    def __init__(self, tensor, version):
-        self.tensor, self.version = tensor, version
-
-
-def _unpack(saved):
-    if isinstance(saved, _Recompute):
-        return saved()
-    if saved.tensor._version != saved.version:
-        raise RuntimeError(
-            "one of the variables needed for gradient computation has been modified by an inplace operation"
-        )
-    return saved.tensor
-
-
-def _recipes_apply(output):
-    return (
-        torch.is_grad_enabled()
-        and _plain_eager_autograd()
-        and type(output) is torch.Tensor
-        and output.layout == torch.strided
-        and output.device.type != "meta"
-        and output.numel() > 0
-    )
-
-
-def _active_saved_tensor_hooks():
-    """The innermost saved-tensor hooks (pack, unpack), None if there are none, () if this torch can't tell."""
-    try:
-        return _TOP_SAVED_TENSORS_HOOKS(False) if _SAVED_TENSORS_HOOKS_ENABLED() else ()
-    except (TypeError, RuntimeError):
-        return ()
-
-
-_TOP_SAVED_TENSORS_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-_SAVED_TENSORS_HOOKS_ENABLED = getattr(torch._C._autograd, "_saved_tensors_hooks_is_enabled", lambda: False)
-
-
-def _layer_norm_recipe(module, x):
-    """(F.layer_norm, its arguments) for a plain nn.LayerNorm; (None,) when hooks or a subclass could change the
-    output (PEFT's LN tuning, activation steering, DeepSpeed ZeRO-3's parameter hooks, Accelerate's patched forward)."""
-    hooked = module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__
-    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
-    if type(module) is not nn.LayerNorm or hooked or global_hooks:
-        return (None,)
-    return F.layer_norm, x, module.normalized_shape, module.weight, module.bias, module.eps
 
 
 class Block(GradientCheckpointingLayer):
@@ -350,13 +124,9 @@ class Block(GradientCheckpointingLayer):
         self.mlp = MLP(config)
 
     def forward(self, x, attention_mask=None, cache=None, **kwargs):
-        h = self.ln_1(x)
-        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_1, x)):
-            a, att = self.attn(h, attention_mask, cache, **kwargs)
+        a, att = self.attn(self.ln_1(x), attention_mask, cache, **kwargs)
         x = x + a
-        h = self.ln_2(x)
-        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_2, x)):
-            x = x + self.mlp(h)
+        x = x + self.mlp(self.ln_2(x))
         return x, att
 
 
@@ -519,7 +289,7 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
         self.transformer = EmbGPTModel(config)
-        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -802,28 +572,6 @@ def config_from_gpt2(gpt2_config, **overrides):
     return EmbGPTConfig(**{**values, **overrides})
 
 
-def gpt2_config_from(config):
-    """The transformers GPT2Config that computes what `config` does (bias=True models only)."""
-    if not config.bias:
-        raise ValueError("GPT-2 has biases everywhere; a bias=False EmbGPT model can't be exported to GPT-2")
-    return GPT2Config(
-        vocab_size=config.vocab_size,
-        n_positions=config.block_size,
-        n_layer=config.n_layer,
-        n_head=config.n_head,
-        n_embd=config.n_embd,
-        resid_pdrop=config.dropout,
-        embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout,
-        activation_function=config.activation_function,
-        layer_norm_epsilon=config.layer_norm_epsilon,
-        initializer_range=config.initializer_range,
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    )
-
-
 def state_dict_from_gpt2(gpt2_state_dict):
     """GPT-2 state dict (GPT2LMHeadModel/GPT2Model names) -> EmbGPT's: the same names, four matrices transposed."""
     return {
@@ -831,11 +579,6 @@ def state_dict_from_gpt2(gpt2_state_dict):
         for name, tensor in gpt2_state_dict.items()
         if not GPT2_MASK_BUFFER.search(name)
     }
-
-
-def state_dict_to_gpt2(state_dict):
-    """EmbGPT state dict -> GPT-2's (the inverse of `state_dict_from_gpt2`)."""
-    return {name: tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor for name, tensor in state_dict.items()}
 
 
 def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
@@ -884,7 +627,5 @@ __all__ = [
     "EmbGPTForCausalLM",
     "EmbGPTForSequenceClassification",
     "config_from_gpt2",
-    "gpt2_config_from",
     "state_dict_from_gpt2",
-    "state_dict_to_gpt2",
 ]

@@ -6,7 +6,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from hf_embgpt import data
+from hf_embgpt.training import data
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\tSpeak, speak.  ünïcode — ok?\n"
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-import hf_embgpt.modeling_embgpt as modeling
+import hf_embgpt.kernels.cpu as modeling
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.modeling_embgpt import Linear
+from hf_embgpt.kernels.cpu import Linear, optimize
+from hf_embgpt.modeling_embgpt import _CACHE_FIELD
 
 needs_onednn = pytest.mark.skipif(modeling._ONEDNN_LINEAR is None, reason="oneDNN linear needs an x86 CPU build")
 
@@ -133,7 +134,7 @@ def test_linear_is_plain_f_linear_when_onednn_is_off_or_autocast_runs(onednn_cal
 def tiny_model(**overrides):
     torch.manual_seed(0)
     config = EmbGPTConfig.from_preset("tiny", vocab_size=300, bos_token_id=0, eos_token_id=0, **overrides)
-    return EmbGPTForCausalLM(config).train()
+    return optimize(EmbGPTForCausalLM(config)).train()
 
 
 def loss_and_gradients(model, ids):
@@ -219,7 +220,7 @@ def test_loss_in_chunks_takes_shift_labels_and_names_a_length_mismatch():
 def test_training_forward_builds_no_cache_unless_asked():
     model = tiny_model()
     ids = torch.randint(0, 300, (2, 8))
-    cache_of = lambda output: getattr(output, modeling._CACHE_FIELD)  # noqa: E731
+    cache_of = lambda output: getattr(output, _CACHE_FIELD)  # noqa: E731
     assert cache_of(model(ids)) is None
     assert isinstance(cache_of(model(ids, use_cache=True)), DynamicCache)
     given = DynamicCache(config=model.config)

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
 from conftest import save_random_gpt2
 from hf_embgpt import EmbGPTForCausalLM
-from hf_embgpt.modeling_embgpt import gpt2_config_from, state_dict_to_gpt2
+from hf_embgpt.formats.gpt2 import gpt2_config_from, state_dict_to_gpt2
 
 
 def logits_of(model, ids):

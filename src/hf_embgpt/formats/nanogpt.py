@@ -21,9 +21,9 @@ import pickle
 
 import torch
 
-from .configuration_embgpt import EmbGPTConfig
-from .convert import atomic_file, check_state_dict, gpt2_special_tokens, slice_vocab
-from .modeling_embgpt import GPT2_MASK_BUFFER
+from ..configuration_embgpt import EmbGPTConfig
+from ..modeling_embgpt import GPT2_MASK_BUFFER
+from .common import atomic_file, check_state_dict, gpt2_special_tokens, slice_vocab
 
 logger = logging.getLogger(__name__)
 

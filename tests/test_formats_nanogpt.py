@@ -11,8 +11,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.convert import expected_shapes, read_checkpoint
-from hf_embgpt.convert_nanogpt import read_nanogpt, write_nanogpt
+from hf_embgpt.formats.common import expected_shapes
+from hf_embgpt.formats.nanogpt import read_nanogpt, write_nanogpt
+from hf_embgpt.formats.registry import read_checkpoint
 
 # ---- nanoGPT's model.py (karpathy/nanoGPT), trimmed to what a forward pass needs ---------------------------------
 
@@ -178,7 +179,7 @@ def test_vocab_slicing_drops_padding_rows(tmp_path):
     x = torch.randint(0, 300, (1, 20))
     with torch.no_grad():
         full = model(x).logits
-    from hf_embgpt.convert import model_from_state_dict
+    from hf_embgpt.formats.common import model_from_state_dict
 
     sliced = model_from_state_dict(config, state_dict)
     with torch.no_grad():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hf_embgpt import EmbGPTConfig
-from hf_embgpt.convert import expected_shapes, model_from_state_dict
-from hf_embgpt.convert_llmc import HEADER_BYTES, MAGIC, read_llmc, write_llmc
+from hf_embgpt.formats.common import expected_shapes, model_from_state_dict
+from hf_embgpt.formats.llmc import HEADER_BYTES, MAGIC, read_llmc, write_llmc
 
 
 def random_state_dict(config, seed=0):

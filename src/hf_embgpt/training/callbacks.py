@@ -11,7 +11,7 @@ import os
 
 from transformers import TrainerCallback
 
-from .inspection import cosine_similarity_matrix, embedding_tables, plot_similarity_heatmap, save_figure
+from ..embeddings import cosine_similarity_matrix, embedding_tables, plot_similarity_heatmap, save_figure
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """OpenAI TF checkpoints: the TensorBundle/SSTable reader, tested on checkpoints written by the package's own writer
-(`hf_embgpt.convert_tf.write_tensor_bundle`; no TensorFlow needed)."""
+(`hf_embgpt.formats.tf.write_tensor_bundle`; no TensorFlow needed)."""
 
 import importlib.util
 import json
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from hf_embgpt import EmbGPTConfig
-from hf_embgpt.convert import expected_shapes, find_tokenizer, model_from_state_dict, read_checkpoint
-from hf_embgpt.convert_tf import (
+from hf_embgpt.formats.common import expected_shapes, find_tokenizer, model_from_state_dict
+from hf_embgpt.formats.registry import read_checkpoint
+from hf_embgpt.formats.tf import (
     TABLE_MAGIC,
     _crc_update,
     crc32c,

@@ -29,8 +29,8 @@ import struct
 import numpy as np
 import torch
 
-from .configuration_embgpt import EmbGPTConfig
-from .convert import atomic_folder, check_state_dict, gpt2_special_tokens
+from ..configuration_embgpt import EmbGPTConfig
+from .common import atomic_folder, check_state_dict, gpt2_special_tokens
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,96 @@
+"""Which format a path holds, and reading or writing any of them.
+
+    embgpt   an EmbGPT folder (`save_pretrained`: config.json with auto_map, code files, model.safetensors)
+    gpt2     a transformers GPT2LMHeadModel folder                                -> gpt2.py
+    nanogpt  nanoGPT's `ckpt.pt` (`model_args` + `model`)                      -> nanogpt.py
+    llmc     llm.c's `gpt2_124M.bin` (v3 fp32) / `gpt2_124M_bf16.bin` (v5 bf16) -> llmc.py
+    tf       OpenAI's TensorFlow checkpoint (`model.ckpt.*` + `hparams.json`)   -> tf.py
+
+Every reader returns `(EmbGPTConfig, state_dict)` in EmbGPT's names and layout, checked against the config.
+"""
+
+import os
+import re
+
+from ..configuration_embgpt import EmbGPTConfig
+from ..modeling_embgpt import EmbGPTForCausalLM
+from . import gpt2, llmc, nanogpt, tf
+from .common import atomic_folder, model_from_state_dict
+from .provenance import write_provenance
+
+FORMATS = ("embgpt", "gpt2", "nanogpt", "llmc", "tf")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; a bare word is more likely a missing file
+
+
+def detect_format(path):
+    """Name the format of `path` (one of FORMATS, or "hub" for a Hub repo id); ValueError when unrecognised."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        config_file = os.path.join(path, "config.json")
+        if os.path.isfile(config_file):
+            model_type = EmbGPTConfig.get_config_dict(path)[0].get("model_type")
+            if model_type in ("embgpt", "gpt2"):
+                return model_type
+            raise ValueError(f"{config_file} describes a {model_type!r} model; only 'embgpt' and 'gpt2' convert")
+        names = os.listdir(path)
+        if "hparams.json" in names or any(name.endswith(".index") for name in names):
+            return "tf"
+        if "ckpt.pt" in names:
+            return "nanogpt"
+        raise ValueError(
+            f"{path}: unknown checkpoint format; expected a folder with config.json (EmbGPT or GPT-2), "
+            f"hparams.json + model.ckpt.index (OpenAI TF) or ckpt.pt (nanoGPT)"
+        )
+    if path.endswith(".index") and os.path.isfile(path) or os.path.isfile(path + ".index"):
+        return "tf"
+    if not os.path.isfile(path):
+        if _REPO_ID.match(path) and not os.path.isabs(path) and not path.startswith("."):
+            return "hub"
+        raise FileNotFoundError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") == llmc.MAGIC:
+        return "llmc"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02"):  # torch.save's zip, or its legacy pickle
+        return "nanogpt"
+    raise ValueError(
+        f"{path}: unknown checkpoint format (first bytes {head!r}); expected an llm.c .bin (magic {llmc.MAGIC}), "
+        f"a nanoGPT ckpt.pt, an OpenAI TF checkpoint or a transformers folder"
+    )
+
+
+def read_checkpoint(path, fmt=None):
+    """Read any supported checkpoint: returns (EmbGPTForCausalLM, format name)."""
+    fmt = fmt or detect_format(path)
+    if fmt in ("embgpt", "gpt2", "hub"):
+        # from_pretrained converts GPT-2 folders (and Hub ids) exactly: the core GPT-2 table
+        return EmbGPTForCausalLM.from_pretrained(path).eval(), fmt
+    readers = {"nanogpt": nanogpt.read_nanogpt, "llmc": llmc.read_llmc, "tf": tf.read_tf}
+    if fmt not in readers:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    config, state_dict = readers[fmt](path)
+    return model_from_state_dict(config, state_dict, source=path), fmt
+
+
+
+def write_checkpoint(model, destination, fmt, tokenizer=None, provenance=None, llmc_dtype="float32"):
+    """Write `model` to `destination` in format `fmt`; folders get the tokenizer and a provenance record."""
+    config, state_dict = model.config, model.state_dict()
+    if fmt in ("embgpt", "gpt2"):
+        with atomic_folder(destination) as staging:
+            if fmt == "embgpt":
+                model.save_pretrained(staging)
+            else:
+                gpt2.write_gpt2(config, state_dict, staging, model.generation_config)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+            if provenance:
+                write_provenance(staging, **provenance)
+    elif fmt == "nanogpt":
+        nanogpt.write_nanogpt(config, state_dict, destination)
+    elif fmt == "llmc":
+        llmc.write_llmc(config, state_dict, destination, dtype=llmc_dtype)
+    elif fmt == "tf":
+        tf.write_tf(config, state_dict, destination)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
