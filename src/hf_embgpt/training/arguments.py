@@ -156,4 +156,3 @@ def gpu_defaults(use_cpu=False, fp16=False):
         ", ".join(f"{k} on" for k in defaults) or "fp32",
     )  # fmt: skip
     return defaults
-
