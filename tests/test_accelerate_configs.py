@@ -1,8 +1,8 @@
-"""scripts/accelerate/*.yaml: each config loads with accelerate's own reader, and `accelerate launch` runs `embgpt train`
-for one process with it. On a CPU accelerate applies neither FSDP nor DeepSpeed (they need GPUs), so there the launch
-proves the config and the command, and FSDP2 wrapping `Block` is checked directly with torch's `fully_shard` against
-the unsharded model; on a GPU the same launch must come up FSDP2-wrapped. DeepSpeed is skipped where it is not
-installed. Two processes training like one is tests/test_train.py's."""
+"""scripts/accelerate/*.yaml: each config loads with accelerate's own reader, and `accelerate launch` runs
+`embgpt train` for one process with it. On a CPU accelerate applies neither FSDP nor DeepSpeed (they need GPUs), so
+there the launch proves the config and the command, and FSDP2 wrapping `Block` is checked directly with torch's
+`fully_shard` against the unsharded model; on a GPU the same launch must come up FSDP2-wrapped. DeepSpeed is skipped
+where it is not installed. Two processes training like one is tests/test_train.py's."""
 
 import json
 import os
