@@ -2,8 +2,9 @@
 
 At GPT-2 124M, batch 12 x 1024 (nanoGPT's bench.py shape), bf16 autocast, TF32, fused AdamW:
 - a training step (nanoGPT's train.py inner loop: forward with the loss, backward, clip at 1.0, AdamW step) for
-  nanoGPT's `GPT` (scripts/nanogpt_reference_loop.py, same sizes and biases as GPT-2), GPT2LMHeadModel (sdpa) and
-  EmbGPT, each eager and `torch.compile`d: ms/step, tokens/s, MFU against the GPU's dense bf16 peak, peak memory;
+  nanoGPT's `GPT` (scripts/nanogpt_reference_loop.py, as nanoGPT trains GPT-2 124M: no biases, vocabulary padded
+  to 50304), GPT2LMHeadModel (sdpa) and EmbGPT (GPT-2's biases and 50257 tokens, so that GPT-2 checkpoints load),
+  each eager and `torch.compile`d: ms/step, tokens/s, MFU against the GPU's dense bf16 peak, peak memory;
 - EmbGPT with `fused_loss=True` (Liger-Kernel's fused linear cross-entropy), where liger_kernel and the option exist;
 - batch-1 greedy decoding with the static cache, bf16 weights, ms per new token (GPT2LMHeadModel and EmbGPT);
 - a short `embgpt train --torch_compile` run at the same size, its steady tokens/s against the compiled raw step.
@@ -39,6 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nanogpt_reference_loop import GPT as NanoGPT  # noqa: E402
 
 MODELS = {"nanogpt": "nanoGPT GPT", "gpt2": "GPT2LMHeadModel", "embgpt": "EmbGPT", "embgpt_fused_loss": "EmbGPT fused"}
+# nanoGPT's train.py defaults for GPT-2 124M from scratch: no biases, vocabulary padded to a multiple of 64
+NANOGPT = dict(bias=False, vocab_size=50304)
 TRAIN_VARIANTS = [f"{m}_{mode}" for mode in ("eager", "compiled") for m in MODELS]
 DECODE_VARIANTS = ["gpt2_static_cache", "embgpt_static_cache"]
 TRAIN_FIELDS = ("ms_per_step", "tokens_per_s", "mfu", "peak_memory_gib", "warmup_s")
@@ -94,6 +97,7 @@ class Check:
             "dtype": "bfloat16" if self.dtype else "float32",
             "compile_backend": args.compile_backend,
             "peak_tflops": self.peak_tflops,
+            "nanogpt": NANOGPT,
             "train": {},
             "decode": {},
             "embgpt_train": {},
@@ -160,7 +164,8 @@ def build(check, kind):
     config = check.config
     torch.manual_seed(0)
     if kind == "nanogpt":
-        model = NanoGPT(config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, bias=True)
+        v, bias = NANOGPT["vocab_size"], NANOGPT["bias"]
+        model = NanoGPT(v, config.block_size, config.n_layer, config.n_head, config.n_embd, bias=bias)
     elif kind == "gpt2":
         model = GPT2LMHeadModel._from_config(gpt2_config_from(config), attn_implementation="sdpa")
     elif kind == "embgpt":
