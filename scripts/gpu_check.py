@@ -157,7 +157,7 @@ class SkipVariant(Exception):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Models: the same GPT-2 architecture three times, random weights (speed does not depend on their values).
+# Models: GPT-2 124M's shape three times, random weights (speed does not depend on their values).
 
 
 def build(check, kind):
@@ -394,9 +394,12 @@ def table(results):
 def main(argv=None):
     args = parse_args(argv)
     check = Check(args)
-    # nanoGPT's train.py settings, for every variant alike (embgpt train's GPU defaults turn TF32 on too)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    # TF32 as nanoGPT's train.py sets it, for every variant alike; `embgpt train` turns it on the same way (through
+    # TrainingArguments), and one process should not mix torch's two APIs for it
+    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9
+        torch.backends.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # the targets first, the optional memory mode last: a spent time budget skips what matters least
     plain = [name for name in TRAIN_VARIANTS if not name.startswith("embgpt_fused_loss")]
     for name in plain:
