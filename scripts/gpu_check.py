@@ -396,9 +396,9 @@ def main(argv=None):
     check = Check(args)
     # TF32 as nanoGPT's train.py sets it, for every variant alike; `embgpt train` turns it on the same way (through
     # TrainingArguments), and one process should not mix torch's two APIs for it
-    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9
+    if check.cuda and hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9
         torch.backends.fp32_precision = "tf32"
-    else:
+    elif check.cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # the targets first, the optional memory mode last: a spent time budget skips what matters least
     plain = [name for name in TRAIN_VARIANTS if not name.startswith("embgpt_fused_loss")]
