@@ -2,7 +2,8 @@
 same nanoGPT-style loop on Shakespeare-char (nanoGPT's CPU recipe), with nanoGPT's estimate of the val loss.
 
 This separates the model from the training path: `bench_shakespeare.py` trains EmbGPT through Trainer; this shows
-where nanoGPT's model itself lands on this machine with the same seed.
+where nanoGPT's model itself lands on this machine with the same seed. `GPT` is also the nanoGPT-architecture
+reference that `gpu_check.py` times against EmbGPT (importing this module runs nothing).
 
     python scripts/nanogpt_reference_loop.py [nanogpt] [embgpt]    # ~70 s each on 2 cores
 """
@@ -32,10 +33,10 @@ class LayerNorm(nn.Module):
 
 
 class Attn(nn.Module):
-    def __init__(s, C, nh):
+    def __init__(s, C, nh, bias=False):
         super().__init__()
-        s.c_attn = nn.Linear(C, 3 * C, bias=False)
-        s.c_proj = nn.Linear(C, C, bias=False)
+        s.c_attn = nn.Linear(C, 3 * C, bias=bias)
+        s.c_proj = nn.Linear(C, C, bias=bias)
         s.nh = nh
 
     def forward(s, x):
@@ -49,23 +50,23 @@ class Attn(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(s, C):
+    def __init__(s, C, bias=False):
         super().__init__()
-        s.c_fc = nn.Linear(C, 4 * C, bias=False)
+        s.c_fc = nn.Linear(C, 4 * C, bias=bias)
         s.gelu = nn.GELU()
-        s.c_proj = nn.Linear(4 * C, C, bias=False)
+        s.c_proj = nn.Linear(4 * C, C, bias=bias)
 
     def forward(s, x):
         return s.c_proj(s.gelu(s.c_fc(x)))
 
 
 class Block(nn.Module):
-    def __init__(s, C, nh):
+    def __init__(s, C, nh, bias=False):
         super().__init__()
-        s.ln_1 = LayerNorm(C, False)
-        s.attn = Attn(C, nh)
-        s.ln_2 = LayerNorm(C, False)
-        s.mlp = MLP(C)
+        s.ln_1 = LayerNorm(C, bias)
+        s.attn = Attn(C, nh, bias)
+        s.ln_2 = LayerNorm(C, bias)
+        s.mlp = MLP(C, bias)
 
     def forward(s, x):
         x = x + s.attn(s.ln_1(x))
@@ -73,14 +74,16 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(s, V, T, L, nh, C):
+    """nanoGPT's GPT: vocabulary V, block size T, L layers of nh heads, width C; bias=False as nanoGPT's bench.py."""
+
+    def __init__(s, V, T, L, nh, C, bias=False):
         super().__init__()
         s.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(V, C),
                 wpe=nn.Embedding(T, C),
-                h=nn.ModuleList([Block(C, nh) for _ in range(L)]),
-                ln_f=LayerNorm(C, False),
+                h=nn.ModuleList([Block(C, nh, bias) for _ in range(L)]),
+                ln_f=LayerNorm(C, bias),
             )
         )
         s.lm_head = nn.Linear(C, V, bias=False)
@@ -98,12 +101,16 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             torch.nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def forward(s, idx):
-        pos = torch.arange(idx.size(1))
+    def forward(s, idx, targets=None):
+        pos = torch.arange(idx.size(1), device=idx.device)
         x = s.transformer.wte(idx) + s.transformer.wpe(pos)
         for b in s.transformer.h:
             x = b(x)
-        return s.lm_head(s.transformer.ln_f(x))
+        logits = s.lm_head(s.transformer.ln_f(x))
+        if targets is None:
+            return logits
+        # nanoGPT's loss: cross-entropy over every position (autocast computes it in fp32)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
 def get_lr(it):
@@ -113,15 +120,16 @@ def get_lr(it):
     return 1e-4 + 0.5 * (1.0 + math.cos(math.pi * r)) * (1e-3 - 1e-4)
 
 
-text = open(os.path.normpath(DATA)).read()
-chars = sorted(set(text))
-stoi = {c: i for i, c in enumerate(chars)}
-data = torch.tensor([stoi[c] for c in text])
-n = int(0.9 * len(data))
-train, val = data[:n], data[n:]
+def load_shakespeare():
+    """Shakespeare-char as nanoGPT's prepare.py splits it: (train, val) id tensors, 90% / 10%."""
+    text = open(os.path.normpath(DATA)).read()
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    data = torch.tensor([stoi[c] for c in text])
+    n = int(0.9 * len(data))
+    return data[:n], data[n:]
 
 
-def run(kind, seed=1337):
+def run(kind, train, val, seed=1337):
     torch.manual_seed(seed)
     if kind == "nanogpt":
         model = GPT(65, 64, 4, 4, 128)
@@ -182,5 +190,6 @@ def run(kind, seed=1337):
 
 
 if __name__ == "__main__":
+    train, val = load_shakespeare()
     for kind in sys.argv[1:] or ["nanogpt", "embgpt"]:
-        run(kind)
+        run(kind, train, val)

@@ -6,6 +6,8 @@ evaluates, prints samples and saves a folder that `AutoModelForCausalLM` / `Auto
 
 nanoGPT's training choices are the defaults: AdamW (fused where supported) with weight decay only on >= 2-D
 parameters, linear warmup then cosine decay to `min_lr` (nanoGPT's `get_lr`, exactly), gradient clipping at 1.0.
+On a CUDA GPU from Ampere on, bf16 autocast and TF32 matmuls are the defaults too, and `--torch_compile` is the fast
+path; MFU is logged against the GPU's own peak (training/recipe.py) or `--mfu_peak_tflops`, else not at all.
 Every `TrainingArguments` field is a flag too (`--bf16`, `--gradient_checkpointing`, `--torch_compile`,
 `--push_to_hub`, ...). Under `accelerate launch` / `torchrun` the same command trains with DDP, FSDP or DeepSpeed
 (see scripts/accelerate/); only rank 0 writes.

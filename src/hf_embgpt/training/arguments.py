@@ -1,6 +1,7 @@
 """`embgpt train`'s arguments: model, data and run options beside transformers' TrainingArguments, with nanoGPT's
-Shakespeare-char recipe as the defaults."""
+Shakespeare-char recipe as the defaults, plus bf16 and TF32 on a CUDA GPU that has them."""
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..configuration_embgpt import PRESETS
+
+logger = logging.getLogger(__name__)
 
 # nanoGPT's Shakespeare-char model ("baby GPT"): the default for training from scratch on a CPU.
 TRAIN_PRESETS = {"baby": dict(n_layer=4, n_head=4, n_embd=128, block_size=64)}
@@ -99,8 +102,12 @@ class RunArguments:
     )
     min_lr: float | None = field(default=None, metadata={"help": "nanogpt schedule's floor (default learning_rate/10)"})
     lr_decay_steps: int | None = field(default=None, metadata={"help": "nanogpt schedule's length (default: all)"})
-    mfu_peak_tflops: float = field(
-        default=312.0, metadata={"help": "peak TFLOPS the MFU is measured against (nanoGPT: A100 bf16, 312)"}
+    mfu_peak_tflops: float | None = field(
+        default=None,
+        metadata={
+            "help": "peak TFLOP/s per device the MFU is measured against (default: the GPU's dense bf16 peak from a "
+            "table of known chips; elsewhere MFU is not reported)"
+        },
     )
     num_samples: int = field(default=2, metadata={"help": "samples generated at the end"})
     sample_tokens: int = field(default=200, metadata={"help": "tokens per sample"})
@@ -116,6 +123,12 @@ def parse_args(argv=None):
             __import__(package)
         except ImportError as e:
             raise ImportError(f"embgpt train needs {package}: pip install 'hf_embgpt[train]'") from e
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return build_parser(argv).parse_args_into_dataclasses(argv, look_for_args_file=False)
+
+
+def build_parser(argv):
+    """The command's HfArgumentParser with this command's defaults, which depend on the device `argv` trains on."""
     from transformers import HfArgumentParser, TrainingArguments
 
     parser = HfArgumentParser((ModelArguments, DataArguments, RunArguments, TrainingArguments), prog="embgpt train")
@@ -123,6 +136,23 @@ def parse_args(argv=None):
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # torchrun on CPUs: Trainer runs DDP over gloo only when told to use the CPU
         parser.set_defaults(use_cpu=True)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    asked, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    parser.set_defaults(**gpu_defaults(use_cpu=asked.use_cpu, fp16=asked.fp16))
+    return parser
 
+
+def gpu_defaults(use_cpu=False, fp16=False):
+    """bf16 autocast and TF32 matmuls on a CUDA GPU that runs them natively (Ampere and newer); {} elsewhere, so
+    that CPU runs keep fp32. Flags given on the command line still win (`--bf16 false`, `--tf32 false`)."""
+    if use_cpu or not torch.cuda.is_available():
+        return {}
+    defaults = {}
+    if not fp16 and torch.cuda.is_bf16_supported(including_emulation=False):  # emulated bf16 is slower than fp32
+        defaults["bf16"] = True
+    if torch.version.cuda and torch.cuda.get_device_capability()[0] >= 8:  # TrainingArguments' rule for --tf32
+        defaults["tf32"] = True
+    logger.info(
+        "%s: %s; add --torch_compile for the fastest step", torch.cuda.get_device_name(),
+        ", ".join(f"{k} on" for k in defaults) or "fp32",
+    )  # fmt: skip
+    return defaults

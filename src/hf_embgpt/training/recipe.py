@@ -3,6 +3,7 @@ per token for MFU, LoRA."""
 
 import logging
 import math
+import re
 import time
 
 import torch
@@ -23,6 +24,43 @@ def nanogpt_lr(step, learning_rate, warmup_steps, decay_steps, min_lr):
     decay_ratio = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))  # 1 -> 0
     return min_lr + coeff * (learning_rate - min_lr)
+
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, for the MFU. A chip matches when its
+# name is a word of torch.cuda.get_device_name() ("NVIDIA H100 80GB HBM3" is the SXM part); variants come first.
+GPU_BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H200 NVL", 835.0),
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
+
+
+def gpu_peak_tflops(device_name):
+    """The dense bf16 peak of the GPU called `device_name`, or None for a chip not in GPU_BF16_PEAK_TFLOPS."""
+    for chip, tflops in GPU_BF16_PEAK_TFLOPS:
+        if re.search(rf"\b{re.escape(chip)}\b", device_name, flags=re.IGNORECASE):
+            return tflops
+    return None
+
+
+def mfu_peak_tflops(device, override=None):
+    """Peak TFLOP/s of one `device` for the MFU: `override` (--mfu_peak_tflops), else a known GPU's from the table;
+    None where the peak is unknown (CPUs, other GPUs): an MFU against another chip's peak would mislead."""
+    if override is not None:
+        if not override > 0:
+            raise ValueError(f"mfu_peak_tflops ({override}) must be a positive number of TFLOP/s")
+        return override
+    device = torch.device(device)
+    if device.type == "cuda":
+        return gpu_peak_tflops(torch.cuda.get_device_name(device))
+    return None
 
 
 def flops_per_token(config, n_params, block_size):
@@ -55,6 +93,9 @@ def trainer_class():
             self.flops_per_token = flops_per_token
             self.block_size = block_size
             self._mfu_mark = None
+            self.peak_tflops = mfu_peak_tflops(self.args.device, self.run_args.mfu_peak_tflops)
+            if self.peak_tflops is None:
+                logger.info("MFU not reported: no known peak for %s; set --mfu_peak_tflops", self.args.device)
             trainer = self
 
             class Mark(TrainerCallback):
@@ -100,7 +141,7 @@ def trainer_class():
         def log(self, logs, *args, **kwargs):
             if "eval_loss" in logs:
                 logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
-            if "loss" in logs and self._mfu_mark is not None and self.flops_per_token:
+            if "loss" in logs and self._mfu_mark is not None:
                 now, step = time.perf_counter(), self.state.global_step
                 then, then_step = self._mfu_mark
                 self._mfu_mark = (now, step)
@@ -108,8 +149,9 @@ def trainer_class():
                     tokens = (step - then_step) * self.args.train_batch_size * self.args.gradient_accumulation_steps
                     tokens *= self.args.world_size * self.block_size
                     logs["tokens_per_second"] = round(tokens / (now - then), 1)
-                    peak = self.run_args.mfu_peak_tflops * 1e12 * self.args.world_size
-                    logs["mfu_percent"] = 100 * self.flops_per_token * tokens / (now - then) / peak
+                    if self.peak_tflops and self.flops_per_token:
+                        peak = self.peak_tflops * 1e12 * self.args.world_size
+                        logs["mfu_percent"] = 100 * self.flops_per_token * tokens / (now - then) / peak
             return super().log(logs, *args, **kwargs)
 
     return EmbGPTTrainer
