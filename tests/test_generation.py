@@ -7,6 +7,7 @@ one test checks on GPT-2 itself that a wrong attention scale changes those token
 
 import pytest
 import torch
+
 from conftest import sharpen_attention
 
 PROMPTS = ["Hello, my dog is", "The meaning of life, the universe and everything, said the old computer, is"]
