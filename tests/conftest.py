@@ -19,11 +19,34 @@ def gpt2_config(dropout=0.0, **overrides):
     return GPT2Config(**values)
 
 
-def save_random_gpt2(directory, seed=0, **config_overrides):
-    """Save a randomly initialised GPT2LMHeadModel with save_pretrained; returns the folder."""
+def save_random_gpt2(directory, seed=0, edit=None, **config_overrides):
+    """Save a randomly initialised GPT2LMHeadModel with save_pretrained; returns the folder.
+
+    `edit(model)`, if given, changes the GPT-2 weights in place before saving (e.g. `sharpen_attention`).
+    """
     torch.manual_seed(seed)
-    GPT2LMHeadModel(gpt2_config(**config_overrides)).save_pretrained(directory)
+    model = GPT2LMHeadModel(gpt2_config(**config_overrides))
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
+    model.save_pretrained(directory)
     return str(directory)
+
+
+def sharpen_attention(model, query_key_scale=8.0, logit_scale=10.0):
+    """Make a random GPT-2's outputs depend on its attention math.
+
+    At random init attention is nearly uniform (scores ~0.03) and logits are close together (std ~0.16), so generated
+    tokens barely depend on how attention is computed. Scaling the query and key projections by s scales the scores
+    by s^2 (64x: std ~2, peaked softmax rows); scaling ln_f's gain scales every logit, so top-1/top-2 margins stand
+    far above float32 noise.
+    """
+    n_embd = model.config.n_embd
+    for block in model.transformer.h:
+        block.attn.c_attn.weight[:, : 2 * n_embd] *= query_key_scale  # Conv1D (in, 3 * n_embd): q, k, v columns
+        block.attn.c_attn.bias[: 2 * n_embd] *= query_key_scale
+    model.transformer.ln_f.weight *= logit_scale
+    model.transformer.ln_f.bias *= logit_scale
 
 
 @pytest.fixture
@@ -50,12 +73,13 @@ def gpt2_dir(tmp_path):
 def make_pair(tmp_path):
     """make_pair(attn_implementation, **config) -> (reference GPT2LMHeadModel, EmbGPTForCausalLM), same weights.
 
-    The EmbGPT side is produced by our own converter (`EmbGPTForCausalLM.from_pretrained` on the GPT-2 folder).
+    The EmbGPT side is produced by our own converter (`EmbGPTForCausalLM.from_pretrained` on the GPT-2 folder);
+    `edit(gpt2_model)` changes the random weights first (see `sharpen_attention`).
     """
     counter = iter(range(1000))
 
-    def make(attn_implementation="sdpa", seed=0, **config_overrides):
-        folder = save_random_gpt2(tmp_path / f"pair{next(counter)}", seed=seed, **config_overrides)
+    def make(attn_implementation="sdpa", seed=0, edit=None, **config_overrides):
+        folder = save_random_gpt2(tmp_path / f"pair{next(counter)}", seed=seed, edit=edit, **config_overrides)
         ref = GPT2LMHeadModel.from_pretrained(folder, attn_implementation=attn_implementation).eval()
         ours = hf_embgpt.EmbGPTForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation).eval()
         return ref, ours

@@ -1,5 +1,10 @@
 """OpenAI TF checkpoints: the TensorBundle/SSTable reader, tested on checkpoints written by the package's own writer
-(`hf_embgpt.formats.tf.write_tensor_bundle`; no TensorFlow needed)."""
+(`hf_embgpt.formats.tf.write_tensor_bundle`; no TensorFlow needed).
+
+The layout of every tensor is pinned independently of the package's name table: the test builds OpenAI's variables
+from a transformers GPT2LMHeadModel by OpenAI's own names and shapes, uses the bundle writer only as a container, and
+compares logits after import with GPT-2's.
+"""
 
 import importlib.util
 import json
@@ -86,6 +91,58 @@ def test_gpt2_checkpoint_reads_with_transformers_logits(tmp_path, make_pair):
     for where in ["124M/model.ckpt", "124M/model.ckpt.index"]:  # the prefix and the index file work too
         _, state_dict = read_tf(str(tmp_path / where))
         assert torch.equal(state_dict["transformer.wpe.weight"], ours.transformer.wpe.weight)
+
+
+def openai_variables(gpt2):
+    """OpenAI's TF variables for a transformers GPT-2, by openai/gpt-2 src/model.py: `wte` [n_vocab, n_embd], `wpe`
+    [n_ctx, n_embd], norm `g`/`b` [n_state], conv1d `w` [1, nx, nf] and `b` [nf]. transformers' Conv1D keeps
+    its weight as (nx, nf) and computes x @ weight + bias, as OpenAI's conv1d does with w[0]: so w = weight[None]."""
+    weights = {name: tensor.detach().numpy() for name, tensor in gpt2.state_dict().items()}
+    variables = {
+        "model/wte": weights["transformer.wte.weight"],
+        "model/wpe": weights["transformer.wpe.weight"],
+        "model/ln_f/g": weights["transformer.ln_f.weight"],
+        "model/ln_f/b": weights["transformer.ln_f.bias"],
+    }
+    for i in range(gpt2.config.n_layer):
+        for norm in ("ln_1", "ln_2"):
+            variables[f"model/h{i}/{norm}/g"] = weights[f"transformer.h.{i}.{norm}.weight"]
+            variables[f"model/h{i}/{norm}/b"] = weights[f"transformer.h.{i}.{norm}.bias"]
+        for conv in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj"):
+            module = f"transformer.h.{i}.{conv.replace('/', '.')}"
+            variables[f"model/h{i}/{conv}/w"] = weights[f"{module}.weight"][None]
+            variables[f"model/h{i}/{conv}/b"] = weights[f"{module}.bias"]
+    return variables
+
+
+def test_every_openai_variable_imports_to_gpt2_logits(tmp_path, make_pair):
+    ref, ours = make_pair()
+    config = ref.config
+    variables = openai_variables(ref)
+    C, V, T = config.n_embd, config.vocab_size, config.n_positions
+    openai_shapes = {
+        "model/wte": (V, C), "model/wpe": (T, C), "model/h1/attn/c_attn/w": (1, C, 3 * C),
+        "model/h1/attn/c_attn/b": (3 * C,), "model/h1/attn/c_proj/w": (1, C, C), "model/h1/mlp/c_fc/w": (1, C, 4 * C),
+        "model/h1/mlp/c_proj/w": (1, 4 * C, C), "model/h1/mlp/c_proj/b": (C,), "model/h1/ln_2/g": (C,),
+    }  # fmt: skip
+    assert {name: variables[name].shape for name in openai_shapes} == openai_shapes
+    folder = tmp_path / "openai"
+    folder.mkdir()
+    write_tensor_bundle(str(folder / "model.ckpt"), variables)  # only the container: names and arrays are ours here
+    hparams = dict(n_vocab=V, n_ctx=T, n_embd=C, n_head=config.n_head, n_layer=config.n_layer)
+    (folder / "hparams.json").write_text(json.dumps(hparams))
+
+    model, fmt = read_checkpoint(str(folder))
+    assert fmt == "tf"
+    x = torch.randint(0, V, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, ref(x).logits, rtol=0, atol=1e-5)
+    # and the writer lays out every variable the same way
+    write_tf(ours.config, ours.state_dict(), tmp_path / "written")
+    written = read_tensor_bundle(str(tmp_path / "written" / "model.ckpt"))
+    assert set(written) == set(variables)
+    for name, array in variables.items():
+        np.testing.assert_array_equal(written[name], array, err_msg=name)
 
 
 def test_openai_tokenizer_files_become_the_gpt2_tokenizer(tmp_path, gpt2_tokenizer_dir, gpt2_tokenizer):

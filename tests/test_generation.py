@@ -1,7 +1,14 @@
-"""generate() through EmbGPT gives the same tokens as GPT2LMHeadModel with the same weights."""
+"""generate() through EmbGPT gives the same tokens as GPT2LMHeadModel with the same weights.
+
+At random init a tiny model's attention is nearly uniform and its logits close together, so its tokens hardly depend
+on the attention math: the parity tests below also run on weights made attention-sensitive (`sharpen_attention`), and
+one test checks on GPT-2 itself that a wrong attention scale changes those tokens.
+"""
 
 import pytest
 import torch
+
+from conftest import sharpen_attention
 
 PROMPTS = ["Hello, my dog is", "The meaning of life, the universe and everything, said the old computer, is"]
 
@@ -15,8 +22,15 @@ def generate_both(ref, ours, inputs, **kwargs):
     return outs
 
 
-@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize(
+def left_padded(tokenizer):
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    assert (inputs.attention_mask == 0).any()  # the batch really is padded
+    return inputs
+
+
+MODES = pytest.mark.parametrize(
     "mode",
     [
         dict(do_sample=False),
@@ -26,14 +40,47 @@ def generate_both(ref, ours, inputs, **kwargs):
     ],
     ids=["greedy", "beam", "top_k", "top_p"],
 )
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@MODES
 def test_left_padded_batch_generation_matches_gpt2(make_pair, gpt2_tokenizer, attn_implementation, mode):
     ref, ours = make_pair(attn_implementation)
-    gpt2_tokenizer.pad_token = gpt2_tokenizer.eos_token
-    gpt2_tokenizer.padding_side = "left"
-    inputs = gpt2_tokenizer(PROMPTS, return_tensors="pt", padding=True)
-    assert (inputs.attention_mask == 0).any()  # the batch really is padded
-    expected, got = generate_both(ref, ours, inputs, **mode)
+    expected, got = generate_both(ref, ours, left_padded(gpt2_tokenizer), **mode)
     assert torch.equal(expected, got)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@MODES
+def test_generation_matches_gpt2_where_attention_decides_the_tokens(
+    make_pair, gpt2_tokenizer, attn_implementation, mode
+):
+    ref, ours = make_pair(attn_implementation, edit=sharpen_attention)
+    expected, got = generate_both(ref, ours, left_padded(gpt2_tokenizer), **mode)
+    assert torch.equal(expected, got)
+
+
+# logits of EmbGPT and GPT-2 agree to ~1e-5 (float32 rounding); a margin 100x that can't be flipped by rounding
+MARGIN_FLOOR = 1e-3
+
+
+def test_sharpened_weights_make_greedy_tokens_depend_on_the_attention_scale(make_pair, gpt2_tokenizer):
+    """The premise of the test above, checked on GPT-2 alone: greedy choices are far from ties, and GPT-2 with
+    attention scaled by 1/head_dim instead of 1/sqrt(head_dim) generates other tokens."""
+    ref, _ = make_pair("eager", edit=sharpen_attention)
+    inputs = left_padded(gpt2_tokenizer)
+    out = ref.generate(
+        **inputs, max_new_tokens=12, pad_token_id=50256, do_sample=False, output_scores=True,
+        return_dict_in_generate=True,
+    )  # fmt: skip
+    top2 = torch.stack(out.scores).topk(2, dim=-1).values  # (steps, batch, 2)
+    margin = (top2[..., 0] - top2[..., 1]).min().item()
+    print(f"smallest top-1/top-2 logit margin over the greedy steps: {margin:.4f}")
+    assert margin > MARGIN_FLOOR
+    for block in ref.transformer.h:
+        block.attn.scaling = 1.0 / block.attn.head_dim
+    wrong_scale = ref.generate(**inputs, max_new_tokens=12, pad_token_id=50256, do_sample=False)
+    assert not torch.equal(wrong_scale, out.sequences)
 
 
 def test_single_prompt_greedy_matches_gpt2_and_padding_does_not_change_it(make_pair, gpt2_tokenizer):

@@ -1,5 +1,7 @@
 """EmbGPT against transformers' GPT2LMHeadModel on the same weights: logits, loss, gradients, masks, cache."""
 
+import inspect
+
 import pytest
 import torch
 from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
@@ -19,6 +21,12 @@ def grads_by_name(model):
     return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
 
 
+# Gradients differ from GPT-2's by float32 reordering only: at most ~6e-7 of each tensor's largest gradient (measured
+# on the tiny pair, eager and sdpa). Each tensor is held to its own scale, so a small gradient (LayerNorm's ~6e-4)
+# gets no more slack than a large one: a 1% error in any tensor fails, where an absolute 1e-5 let 1.5% pass.
+GRAD_RTOL, GRAD_ATOL_OF_MAX = 1e-4, 1e-5
+
+
 def assert_every_gradient_matches(ref, ours):
     """Every EmbGPT parameter has a gradient equal to GPT-2's (whose four Conv1D weights are transposed)."""
     ref_grads = grads_by_name(ref)
@@ -28,7 +36,21 @@ def assert_every_gradient_matches(ref, ours):
         expected = ref_grads[name]
         if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
             expected = expected.t()
-        assert max_diff(grad, expected) <= TOL, name
+        atol = GRAD_ATOL_OF_MAX * expected.abs().max().item()
+        torch.testing.assert_close(grad, expected, rtol=GRAD_RTOL, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_gradient_check_fails_on_a_one_percent_error_in_the_smallest_gradient(make_pair):
+    """The tolerance above is tight enough to matter: 1% off the tensor with the smallest gradients is caught."""
+    ref, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 40))
+    ref(ids, labels=ids).loss.backward()
+    ours(ids, labels=ids).loss.backward()
+    assert_every_gradient_matches(ref, ours)
+    smallest = min(ours.parameters(), key=lambda p: p.grad.abs().max().item())
+    smallest.grad *= 1.01
+    with pytest.raises(AssertionError):
+        assert_every_gradient_matches(ref, ours)
 
 
 GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, n_positions=1024)
@@ -118,6 +140,44 @@ def test_cached_forward_equals_uncached_and_gpt2(make_pair, padded):
     assert max_diff(full[:, 12:], second.logits) <= TOL
     expected = ref(ids, attention_mask=mask, position_ids=position_ids).logits
     assert max_diff(expected[real], full[real]) <= TOL
+
+
+def cache_of(output):
+    return output.cache if hasattr(output, "cache") else output.past_key_values
+
+
+# GPT-2's KV-cache keyword: `cache` from transformers 5.24, `past_key_values` before (deprecated after)
+GPT2_CACHE_KEYWORD = "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cached_forward_without_position_ids_matches_gpt2(make_pair, attn_implementation, padded):
+    """The model's own positions under a cache: generate() passes position_ids, so only a direct call uses them.
+
+    GPT-2 numbers the new tokens from the cache length, padding or not; EmbGPT must do the same, in one prefill, a
+    chunk and single-token steps, and equal its own uncached forward.
+    """
+    ref, ours = make_pair(attn_implementation)
+    ids = torch.randint(0, 50257, (2, 20))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, :7] = 0  # left padding, given only as attention_mask
+    real = mask.bool()
+    with torch.no_grad():
+        expected = ref(ids, attention_mask=mask, use_cache=False).logits
+        full = ours(ids, attention_mask=mask, use_cache=False).logits
+        assert max_diff(expected[real], full[real]) <= TOL
+        steps = [(0, 12), (12, 16), (16, 17), (17, 18), (18, 19), (19, 20)]  # prefill, a chunk, one token at a time
+        ref_cache = ours_cache = None
+        for start, end in steps:
+            a = ref(ids[:, start:end], attention_mask=mask[:, :end], **{GPT2_CACHE_KEYWORD: ref_cache}, use_cache=True)
+            b = ours(ids[:, start:end], attention_mask=mask[:, :end], cache=ours_cache, use_cache=True)
+            ref_cache, ours_cache = cache_of(a), cache_of(b)
+            assert ours_cache.get_seq_length() == end
+            step_real = real[:, start:end]
+            assert max_diff(a.logits[step_real], b.logits[step_real]) <= TOL, (start, end)
+            assert max_diff(full[:, start:end][step_real], b.logits[step_real]) <= TOL, (start, end)
 
 
 def test_cache_keyword_and_past_key_values_keyword_are_the_same(make_pair):

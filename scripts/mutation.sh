@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules with mutmut (configured in pyproject.toml, [tool.mutmut]), within a time budget.
+#
+#   scripts/mutation.sh [-b SECONDS] [MODULE ...]
+#
+# MODULE: configuration_embgpt, modeling_embgpt, formats, checkpoints (default: all four). The budget (default 600 s,
+# or $MUTATION_BUDGET) bounds the whole run; mutants not reached in time are reported as "not checked", and the next
+# run resumes where this one stopped (mutmut keeps its results in mutants/ until the sources change).
+# $PYTHON picks the interpreter (default: python); $MUTATION_CHILDREN the parallel test processes (default 1).
+#
+# Prints killed / survived / timed out per run and every surviving mutant's diff. A survivor is either harmless
+# (say why in the issue's closing note) or a missing test: write the test, watch it kill the mutant, rerun.
+# Not in CI: a module takes minutes. Run it before closing an issue that touches these modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+budget="${MUTATION_BUDGET:-600}"
+if [[ "${1:-}" == "-b" || "${1:-}" == "--budget" ]]; then
+    budget="$2"
+    shift 2
+fi
+python="${PYTHON:-python}"
+children="${MUTATION_CHILDREN:-1}"
+
+declare -A PATTERNS=(
+    [configuration_embgpt]="hf_embgpt.configuration_embgpt.*"
+    [modeling_embgpt]="hf_embgpt.modeling_embgpt.*"
+    [formats]="hf_embgpt.formats.*"
+    [checkpoints]="hf_embgpt.training.checkpoints.*"
+)
+modules=("$@")
+[[ ${#modules[@]} -gt 0 ]] || modules=(configuration_embgpt modeling_embgpt formats checkpoints)
+patterns=()
+for module in "${modules[@]}"; do
+    if [[ -z "${PATTERNS[$module]:-}" ]]; then
+        echo "unknown module '$module'; choose from: ${!PATTERNS[*]}" >&2
+        exit 2
+    fi
+    patterns+=("${PATTERNS[$module]}")
+done
+
+if ! "$python" -c "import mutmut" 2>/dev/null; then
+    echo "mutmut is not installed for $python: pip install -e '.[dev]' (or: pip install 'mutmut>=3.3,<4')" >&2
+    exit 2
+fi
+
+echo "mutation testing ${modules[*]} for at most ${budget}s with $python ($children test process(es))"
+# SIGINT lets mutmut stop its workers and keep the results it has; SIGKILL 60 s later if it does not
+started=$(date +%s)
+status=0
+timeout --signal=INT --kill-after=60 "$budget" \
+    "$python" -m mutmut run --max-children "$children" "${patterns[@]}" >mutants.log 2>&1 || status=$?
+echo "mutmut ran $(($(date +%s) - started))s (exit status $status; its output is in mutants.log)"
+if [[ $status -eq 124 ]]; then
+    echo "the budget ran out: the mutants not reached are 'not checked'; run again to continue"
+fi
+
+# `mutmut results --all true` lists every mutant as "name: status"; keep the selected modules'
+"$python" -m mutmut results --all true 2>/dev/null | "$python" -c '
+import collections, fnmatch, subprocess, sys
+
+python, patterns = sys.argv[1], sys.argv[2:]
+statuses = {}
+for line in sys.stdin:
+    name, _, status = line.strip().rpartition(": ")
+    if name and any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+        statuses[name] = status
+counts = collections.Counter(statuses.values())
+print()
+print(f"{len(statuses)} mutants: " + ", ".join(f"{counts[s]} {s}" for s in ("killed", "survived", "timeout")), end="")
+others = {s: n for s, n in counts.items() if s not in ("killed", "survived", "timeout")}
+print("".join(f", {n} {s}" for s, n in sorted(others.items())))
+for status in ("survived", "timeout", "suspicious", "no tests"):
+    names = sorted(name for name, s in statuses.items() if s == status)
+    if not names:
+        continue
+    print(f"\n---- {status} ({len(names)})")
+    for name in names:
+        if status == "survived":
+            diff = subprocess.run([python, "-m", "mutmut", "show", name], capture_output=True, text=True).stdout
+            print(diff.rstrip())
+        else:
+            print(name)
+' "$python" "${patterns[@]}"
