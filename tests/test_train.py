@@ -113,7 +113,8 @@ def test_training_lowers_the_loss_and_saves_a_loadable_folder(tmp_path, words):
     evals = [h["eval_loss"] for h in results["log_history"] if "eval_loss" in h]
     assert evals[-1] < evals[0] and results["eval_perplexity"] == pytest.approx(math.exp(results["eval_loss"]))
     logged = [h for h in results["log_history"] if "loss" in h][1:]
-    assert all(h["tokens_per_second"] > 0 and "mfu_percent" not in h for h in logged)  # no known peak for a CPU
+    assert all(h["tokens_per_second"] > 0 for h in logged)
+    assert torch.cuda.is_available() or not any("mfu_percent" in h for h in logged)  # a CPU has no known peak
     assert len(results["samples"]) == 1 and len(results["samples"][0]) > 40  # prompt "\n" + 40 characters
     with open(out / "loss_curve.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

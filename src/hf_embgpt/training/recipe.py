@@ -141,7 +141,7 @@ def trainer_class():
         def log(self, logs, *args, **kwargs):
             if "eval_loss" in logs:
                 logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
-            if "loss" in logs and self._mfu_mark is not None:
+            if "loss" in logs and self._mfu_mark is not None and self.block_size:
                 now, step = time.perf_counter(), self.state.global_step
                 then, then_step = self._mfu_mark
                 self._mfu_mark = (now, step)
