@@ -252,7 +252,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
         T = inputs_embeds.shape[1]
         # the row may be longer than block_size only without a cache and with position_ids (checked below) that restart
         # inside it: packed sequences. Otherwise positions run past..past+T-1, and so does the cache.
-        if (position_ids is None or past > 0) and not _is_tracing() and past + T > self.config.block_size:
+        if not _is_tracing() and (position_ids is None or past > 0) and past + T > self.config.block_size:
             raise ValueError(
                 f"input has length {T} (plus {int(past)} cached) but block_size is {self.config.block_size}; "
                 f"crop the input or extend the model's block size"
