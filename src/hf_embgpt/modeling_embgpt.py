@@ -505,15 +505,13 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
     """The mask every layer uses, or None for plain causal attention, which SDPA runs with is_causal=True (flash).
 
     None is decided from Python values alone, so it holds under torch.compile too: no padding mask, no position ids
-    from the caller (they may restart at 0 inside a row: packed sequences), no cached keys; in eager mode an all-ones
-    mask counts as none. Otherwise transformers' create_causal_mask builds the exact mask for the attention function in
-    use: padding, block-diagonal for packed rows (from position_ids), the cache offset. Its signature moved within 5.x.
+    from the caller (they may restart at 0 inside a row: packed sequences), no cached keys. Otherwise transformers'
+    create_causal_mask builds the exact mask for the attention function in use: padding, block-diagonal for packed rows
+    (from position_ids), the cache offset; in eager mode it too returns None for SDPA when the mask is all ones and the
+    rows are not packed. Its signature moved within 5.x.
     """
-    if attention_mask is not None and attention_mask.ndim == 2:
-        if attention_mask.shape[-1] == 0:
-            attention_mask = None
-        elif position_ids is None and not _is_tracing() and bool(attention_mask.all()):  # one host sync, eager only
-            attention_mask = None
+    if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[-1] == 0:
+        attention_mask = None
     if cache is not None and not getattr(cache, "is_compileable", False) and cache.get_seq_length() == 0:
         cache = None  # same mask sizes; and transformers looks for packed rows only when there is no cache
     if attention_mask is None and position_ids is None and cache is None and _none_is_causal(config):
