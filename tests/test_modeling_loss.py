@@ -11,8 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.testing_utils import CaptureLogger
 
-from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt import modeling_embgpt
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, modeling_embgpt
 
 VOCAB = 512
 

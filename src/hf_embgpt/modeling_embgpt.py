@@ -121,7 +121,6 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(x))
 
 
-
 class Block(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -379,7 +378,9 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def _fused_loss(self, x, labels, **kwargs):
         """config.fused_loss: Liger-Kernel's fused linear cross-entropy computes the loss from the last hidden states
         block by block on the GPU, so the (B, T, vocab) logits are never materialised; output.logits is None."""
-        logger.warning_once("fused_loss=True: the loss comes from Liger-Kernel's fused linear cross-entropy; logits=None")
+        logger.warning_once(
+            "fused_loss=True: Liger-Kernel's fused linear cross-entropy gives the loss; logits are None"
+        )
         targets, ignore_index, count = _next_token_targets(labels, **kwargs)
         x = x.reshape(-1, x.shape[-1])  # (B*T, C)
         fused_linear_cross_entropy = _liger_fused_linear_cross_entropy()
