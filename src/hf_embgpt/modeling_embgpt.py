@@ -256,7 +256,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
                 f"input has length {T} (plus {int(past)} cached) but block_size is {self.config.block_size}; "
                 f"crop the input or extend the model's block size"
             )
-        packed_positions = position_ids  # the caller's may restart at 0 inside a row: several texts, one mask each
+        caller_positions = position_ids  # they may restart at 0 inside a row: packed texts, each with its own mask
         cache_position = kwargs.pop("cache_position", None)
         if cache_position is None:
             cache_position = torch.arange(T, device=inputs_embeds.device) + past  # past is a tensor in static caches
@@ -269,7 +269,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             _check_token_ids(token_type_ids, self.config.vocab_size, "token_type_ids")
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
-        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, packed_positions)  # None: causal
+        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, caller_positions)  # None: causal
 
         hidden_states, attentions = [], []
         for block in self.h:
@@ -373,7 +373,7 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         size = max(self.loss_chunk_size, -(-logits.shape[0] // self.loss_chunks))
         pieces = zip(logits.split(size), targets.to(logits.device).split(size), strict=True)
         total = sum(F.cross_entropy(part.float(), t, ignore_index=ignore_index, reduction="sum") for part, t in pieces)
-        return total / _to(count, total.device)
+        return _divide(total, count)
 
     def _fused_loss(self, x, labels, **kwargs):
         """config.fused_loss: Liger-Kernel's fused linear cross-entropy computes the loss from the last hidden states
@@ -387,7 +387,7 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         total = fused_linear_cross_entropy(
             x, self.lm_head.weight, targets.to(x.device), ignore_index=ignore_index, reduction="sum"
         )
-        return total / _to(count, total.device)
+        return _divide(total, count)
 
 
 class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
@@ -486,8 +486,8 @@ def _next_token_targets(labels, num_items_in_batch=None, shift_labels=None, igno
     return targets, ignore_index, count
 
 
-def _to(count, device):
-    return count.to(device) if torch.is_tensor(count) else count
+def _divide(total, count):
+    return total / (count.to(total.device) if torch.is_tensor(count) else count)  # count may live on another device
 
 
 def _liger_fused_linear_cross_entropy():
