@@ -16,6 +16,7 @@ This file is uploaded to the Hub as remote code: it imports only torch, transfor
 """
 
 import contextlib
+import importlib
 import inspect
 import math
 import os
@@ -491,22 +492,23 @@ def _divide(total, count):
 
 
 def _liger_fused_linear_cross_entropy():
-    """Liger-Kernel's fused linear cross-entropy (needs a GPU with triton), imported only when fused_loss=True."""
+    """Liger-Kernel's fused linear cross-entropy (needs a GPU with triton), imported only when fused_loss=True: an
+    optional package, which Hub remote code must not require to load (transformers checks the file's imports)."""
     try:
-        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+        liger = importlib.import_module("liger_kernel.transformers.functional")
     except ImportError as error:
         raise ImportError(
             "fused_loss=True needs Liger-Kernel: pip install 'hf_embgpt[gpu]' (liger-kernel>=0.5), "
             "or set config.fused_loss=False"
         ) from error
-    return liger_fused_linear_cross_entropy
+    return liger.liger_fused_linear_cross_entropy
 
 
 def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
     """The mask every layer uses, or None for plain causal attention, which SDPA runs with is_causal=True (flash).
 
-    None is decided from Python values alone, so it holds under torch.compile too: no padding mask, no position ids
-    from the caller (they may restart at 0 inside a row: packed sequences), no cached keys. Otherwise transformers'
+    None is decided from Python values alone, so it holds under torch.compile too: no padding mask, no caller's
+    position ids (they may restart at 0 inside a row: packed sequences), no cached keys. Otherwise transformers'
     create_causal_mask builds the exact mask for the attention function in use: padding, block-diagonal for packed rows
     (from position_ids), the cache offset; in eager mode it too returns None for SDPA when the mask is all ones and the
     rows are not packed. Its signature moved within 5.x.
