@@ -35,6 +35,8 @@ class EmbGPTConfig(PretrainedConfig):
         activation_function: `"gelu_new"` (tanh approximation, GPT-2) or `"gelu"` (exact, nanoGPT-trained weights).
         layer_norm_epsilon: LayerNorm epsilon (GPT-2: 1e-5).
         initializer_range: std of the normal init; residual projections use `initializer_range / sqrt(2 * n_layer)`.
+        fused_loss: with labels, compute the loss with Liger-Kernel's fused linear cross-entropy (extra `gpu`) and
+            return no logits: less memory, somewhat slower. Default False: logits plus a chunked cross-entropy.
     """
 
     model_type = "embgpt"
@@ -59,6 +61,7 @@ class EmbGPTConfig(PretrainedConfig):
         layer_norm_epsilon=1e-5,
         initializer_range=0.02,
         use_cache=True,
+        fused_loss=False,
         bos_token_id=50256,
         eos_token_id=50256,
         pad_token_id=None,
@@ -76,6 +79,7 @@ class EmbGPTConfig(PretrainedConfig):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.use_cache = use_cache
+        self.fused_loss = fused_loss
         super().__init__(
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
@@ -104,6 +108,8 @@ class EmbGPTConfig(PretrainedConfig):
             raise ValueError(f"dropout ({self.dropout!r}) must be a number in [0, 1)")
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias ({self.bias!r}) must be True or False")
+        if not isinstance(self.fused_loss, bool):
+            raise ValueError(f"fused_loss ({self.fused_loss!r}) must be True or False")
         if self.activation_function not in ACTIVATIONS:
             raise ValueError(
                 f"activation_function ({self.activation_function!r}) must be one of {', '.join(ACTIVATIONS)}"

@@ -16,6 +16,7 @@ This file is uploaded to the Hub as remote code: it imports only torch, transfor
 """
 
 import contextlib
+import importlib
 import inspect
 import math
 import os
@@ -37,7 +38,8 @@ from transformers import (
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache
 from transformers.loss.loss_utils import ForCausalLMLoss
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, create_causal_mask, sdpa_mask
+from transformers.masking_utils import flash_attention_mask as flash_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
@@ -57,8 +59,14 @@ _MASK_PARAMS = set(inspect.signature(create_causal_mask).parameters)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Attention written out, as GPT-2 computes it; also the path that can return the attention weights."""
+    """Attention written out, as GPT-2 computes it; also the path that can return the attention weights.
+
+    A None mask means plain causal attention (see `_causal_mask`), as SDPA's `is_causal=True` does.
+    """
     att = torch.matmul(query, key.transpose(-1, -2)) * scaling  # (B, nh, T, T_kv)
+    if attention_mask is None and getattr(module, "is_causal", True):
+        T, T_kv = att.shape[-2:]  # the last query sees every key: tril aligned to the bottom right
+        attention_mask = torch.ones(T, T_kv, dtype=torch.bool, device=att.device).tril(T_kv - T)
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         att = att.masked_fill(~attention_mask, torch.finfo(att.dtype).min)  # not -inf: fully padded rows stay finite
     elif attention_mask is not None:
@@ -88,9 +96,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, {"cache_position": kwargs.get("cache_position")})
-        # the mask was built for this implementation; only eager returns attention weights (others give None)
-        implementation = self.config._attn_implementation
-        attention = eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
+        # eager, sdpa, flash, flex or a function registered with AttentionInterface, as set_attn_implementation chose;
+        # the mask was built for it (None: plain causal). Only eager returns attention weights (the others give None).
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         y, att = attention(
             self, q, k, v, attention_mask,
             scaling=self.scaling, dropout=self.dropout if self.training else 0.0, **kwargs,
@@ -112,7 +120,6 @@ class MLP(nn.Module):
     def forward(self, x):
         x = F.gelu(self.c_fc(x), approximate=self.approximate)
         return self.dropout(self.c_proj(x))
-
 
 
 class Block(GradientCheckpointingLayer):
@@ -243,11 +250,14 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             _check_token_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         T = inputs_embeds.shape[1]
-        if not _is_tracing() and past + T > self.config.block_size:
+        # the row may be longer than block_size only without a cache and with position_ids (checked below) that restart
+        # inside it: packed sequences. Otherwise positions run past..past+T-1, and so does the cache.
+        if not _is_tracing() and (position_ids is None or past > 0) and past + T > self.config.block_size:
             raise ValueError(
                 f"input has length {T} (plus {int(past)} cached) but block_size is {self.config.block_size}; "
                 f"crop the input or extend the model's block size"
             )
+        caller_positions = position_ids  # they may restart at 0 inside a row: packed texts, each with its own mask
         cache_position = kwargs.pop("cache_position", None)
         if cache_position is None:
             cache_position = torch.arange(T, device=inputs_embeds.device) + past  # past is a tensor in static caches
@@ -260,13 +270,16 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             _check_token_ids(token_type_ids, self.config.vocab_size, "token_type_ids")
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
-        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, position_ids)
+        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, caller_positions)  # None: causal
 
         hidden_states, attentions = [], []
         for block in self.h:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, att = block(x, mask, cache, output_attentions=output_attentions, cache_position=cache_position, **kwargs)
+            x, att = block(
+                x, mask, cache,
+                output_attentions=output_attentions, cache_position=cache_position, position_ids=position_ids, **kwargs,
+            )  # fmt: skip
             if output_attentions and att is not None:  # SDPA and flash compute no weights: () as in GPT-2
                 attentions.append(att)
         x = self.ln_f(x)
@@ -328,14 +341,17 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         x = out.last_hidden_state
-        # generation needs only the last position's logits: skip the (T, vocab) matmul for the rest
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(x[:, keep, :])  # (B, T_keep, vocab)
-        loss = None
+        logits = loss = None
         if labels is not None:
-            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=-100)
-            # shifts labels, ignores -100, and divides by num_items_in_batch when Trainer accumulates gradients
-            loss = self._loss_in_chunks(logits, labels, **kwargs)
+            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=kwargs.get("ignore_index", -100))
+        if labels is not None and self.config.fused_loss:  # memory mode: the logits are never materialised
+            loss = self._fused_loss(x, labels, **kwargs)
+        else:
+            # generation needs only the last position's logits: skip the (T, vocab) matmul for the rest
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(x[:, keep, :])  # (B, T_keep, vocab)
+            if labels is not None:  # shift, ignore -100, divide by num_items_in_batch when Trainer accumulates
+                loss = self._loss_in_chunks(logits, labels, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -345,34 +361,34 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         )
 
     def _loss_in_chunks(self, logits, labels, **kwargs):
-        """self.loss_function (transformers' ForCausalLMLoss: shift, ignore -100, divide by num_items_in_batch)
-        summed over chunks of positions.
-
-        Cross-entropy saves its log-probabilities, and its backward adds two gradient buffers of the same
-        (positions, vocab) float shape: 200 MiB apiece at 4 x 256 tokens of GPT-2. Chunked, the two buffers exist one
-        chunk at a time, and a bf16 model upcasts one chunk at a time.
+        """The loss of transformers' ForCausalLMLoss (shift, ignore -100, divide by num_items_in_batch when Trainer
+        accumulates gradients), with each chunk of positions upcast to fp32 on its own: a bf16 model never holds an fp32
+        copy of the whole (B, T, vocab) logits, and under torch.compile each chunk fuses into its own kernels.
         """
-        vocab_size = self.config.vocab_size
         if self.loss_function is not ForCausalLMLoss:  # a loss set by the user may not take shift_labels: one call
-            return self.loss_function(logits, labels, vocab_size=vocab_size, **kwargs)
-        num_items_in_batch, shift_labels = kwargs.pop("num_items_in_batch", None), kwargs.pop("shift_labels", None)
-        ignore_index = kwargs.get("ignore_index", -100)
-        if shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-        shift_labels = shift_labels.reshape(-1).to(logits.device)
-        logits = logits.reshape(-1, vocab_size)
-        if shift_labels.shape[0] != logits.shape[0]:
-            raise ValueError(f"labels give {shift_labels.shape[0]} targets for {logits.shape[0]} positions of logits")
-        if num_items_in_batch is None:  # the mean over counted positions, as one cross-entropy call would take
-            num_items_in_batch = (shift_labels != ignore_index).sum()
+            return self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        targets, ignore_index, count = _next_token_targets(labels, **kwargs)  # (B*T,)
+        logits = logits.reshape(-1, logits.shape[-1])  # (B*T, vocab)
+        if targets.shape[0] != logits.shape[0]:
+            raise ValueError(f"labels give {targets.shape[0]} targets for {logits.shape[0]} positions of logits")
         size = max(self.loss_chunk_size, -(-logits.shape[0] // self.loss_chunks))
-        pieces = zip(logits.split(size), shift_labels.split(size), strict=True)
-        return sum(
-            self.loss_function(
-                part, None, vocab_size, num_items_in_batch=num_items_in_batch, shift_labels=target, **kwargs
-            )
-            for part, target in pieces
+        pieces = zip(logits.split(size), targets.to(logits.device).split(size), strict=True)
+        total = sum(F.cross_entropy(part.float(), t, ignore_index=ignore_index, reduction="sum") for part, t in pieces)
+        return _divide(total, count)
+
+    def _fused_loss(self, x, labels, **kwargs):
+        """config.fused_loss: Liger-Kernel's fused linear cross-entropy computes the loss from the last hidden states
+        block by block on the GPU, so the (B, T, vocab) logits are never materialised; output.logits is None."""
+        logger.warning_once(
+            "fused_loss=True: Liger-Kernel's fused linear cross-entropy gives the loss; logits are None"
         )
+        targets, ignore_index, count = _next_token_targets(labels, **kwargs)
+        x = x.reshape(-1, x.shape[-1])  # (B*T, C)
+        fused_linear_cross_entropy = _liger_fused_linear_cross_entropy()
+        total = fused_linear_cross_entropy(
+            x, self.lm_head.weight, targets.to(x.device), ignore_index=ignore_index, reduction="sum"
+        )
+        return _divide(total, count)
 
 
 class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
@@ -460,10 +476,49 @@ def _check_token_ids(ids, limit, name, ignore_index=None, limit_name="vocab_size
         raise ValueError(f"{name} has {what} {bad}, which is out of range for {limit_name} {limit}")
 
 
+def _next_token_targets(labels, num_items_in_batch=None, shift_labels=None, ignore_index=-100, **kwargs):
+    """Flat next-token targets (labels shifted left by one, the last position ignored, or `shift_labels` as given),
+    the ignore index, and what the summed loss is divided by: Trainer's num_items_in_batch (exact under gradient
+    accumulation), else the number of counted targets, which makes the mean that ForCausalLMLoss takes."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    targets = shift_labels.reshape(-1)
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != ignore_index).sum()
+    return targets, ignore_index, count
+
+
+def _divide(total, count):
+    return total / (count.to(total.device) if torch.is_tensor(count) else count)  # count may live on another device
+
+
+def _liger_fused_linear_cross_entropy():
+    """Liger-Kernel's fused linear cross-entropy (needs a GPU with triton), imported only when fused_loss=True: an
+    optional package, which Hub remote code must not require to load (transformers checks the file's imports)."""
+    try:
+        liger = importlib.import_module("liger_kernel.transformers.functional")
+    except ImportError as error:
+        raise ImportError(
+            "fused_loss=True needs Liger-Kernel: pip install 'hf_embgpt[gpu]' (liger-kernel>=0.5), "
+            "or set config.fused_loss=False"
+        ) from error
+    return liger.liger_fused_linear_cross_entropy
+
+
 def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
-    """transformers' causal-mask helper (None when SDPA can use is_causal), whose signature moved within 5.x."""
+    """The mask every layer uses, or None for plain causal attention, which SDPA runs with is_causal=True (flash).
+
+    None is decided from Python values alone, so it holds under torch.compile too: no padding mask, no caller's
+    position ids (they may restart at 0 inside a row: packed sequences), no cached keys. Otherwise transformers'
+    create_causal_mask builds the exact mask for the attention function in use: padding, block-diagonal for packed rows
+    (from position_ids), the cache offset; in eager mode it too returns None for SDPA when the mask is all ones and the
+    rows are not packed. Its signature moved within 5.x.
+    """
     if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[-1] == 0:
         attention_mask = None
+    if cache is not None and not getattr(cache, "is_compileable", False) and cache.get_seq_length() == 0:
+        cache = None  # same mask sizes; and transformers looks for packed rows only when there is no cache
+    if attention_mask is None and position_ids is None and cache is None and _none_is_causal(config):
+        return None
     offered = {
         "config": config,
         "inputs_embeds": x,
@@ -475,6 +530,13 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
         "position_ids": position_ids,
     }
     return create_causal_mask(**{k: v for k, v in offered.items() if k in _MASK_PARAMS})
+
+
+def _none_is_causal(config):
+    """Whether the attention function reads a None mask as plain causal attention: our eager one, and every function
+    whose mask builder is SDPA's or flash's (they return None for a plain causal mask themselves)."""
+    implementation = config._attn_implementation
+    return implementation == "eager" or ALL_MASK_ATTENTION_FUNCTIONS.get(implementation) in (sdpa_mask, flash_mask)
 
 
 @contextlib.contextmanager
