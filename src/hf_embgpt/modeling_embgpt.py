@@ -311,6 +311,21 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """generate() checks its lengths here, before the first token: one past block_size would fail half-way."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        block_size, max_length = self.config.block_size, generation_config.max_length
+        if max_length > block_size:
+            asked = (
+                f"max_new_tokens {generation_config.max_new_tokens}"
+                if generation_config.max_new_tokens is not None
+                else f"max_length {max_length}"
+            )
+            raise ValueError(
+                f"a prompt of {input_ids_length} tokens with {asked} reaches {max_length} tokens but block_size is "
+                f"{block_size}; lower max_new_tokens to at most {max(block_size - input_ids_length, 0)}"
+            )
+
     @can_return_tuple
     @_accept_past_key_values
     def forward(
