@@ -185,11 +185,11 @@ def damage(folder, drop=(), add=(), reshape=()):
 @pytest.mark.parametrize(
     "change, words",
     [
-        (dict(drop=["transformer.h.1.mlp.c_fc.weight"]), r"missing transformer\.h\.1\.mlp\.c_fc\.weight"),
-        (dict(add=["transformer.h.9.attn.c_attn.weight"]), r"unexpected transformer\.h\.9\.attn\.c_attn\.weight"),
+        (dict(drop=["transformer.h.1.mlp.c_fc.weight"]), r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"),
+        (dict(add=["transformer.h.9.attn.c_attn.weight"]), r"unexpected \['transformer\.h\.9\.attn\.c_attn\.weight'\]"),
         (
             dict(reshape=["transformer.h.0.ln_1.weight"]),
-            r"mis-shaped transformer\.h\.0\.ln_1\.weight \(\(65,\) in the checkpoint, \(64,\) in the model\)",
+            r"mis-shaped \['transformer\.h\.0\.ln_1\.weight \(65,\) vs \(64,\)'\]",
         ),
     ],
     ids=["missing", "unexpected", "mis-shaped"],
@@ -206,7 +206,7 @@ def test_transformers_alone_would_accept_the_missing_tensor(tmp_path):
     damage(folder, drop=["transformer.h.1.mlp.c_fc.weight"])
     _, info = GPT2LMHeadModel.from_pretrained(folder, output_loading_info=True)
     assert info["missing_keys"] == {"transformer.h.1.mlp.c_fc.weight"}
-    with pytest.raises(ValueError, match=r"missing transformer\.h\.1\.mlp\.c_fc\.weight"):
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"):
         EmbGPTForCausalLM.from_pretrained(folder)  # the same damage in a GPT-2 folder
 
 
@@ -216,7 +216,7 @@ def test_weights_under_another_config_name_the_tensor_not_ignore_mismatched_size
         EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=other)
     message = str(caught.value)
     assert "ignore_mismatched_sizes" not in message and "\n" not in message
-    assert str(embgpt_dir) in message and "transformer.wte.weight ((100, 64) in the checkpoint, (100, 32)" in message
+    assert str(embgpt_dir) in message and "transformer.wte.weight (100, 64) vs (100, 32)" in message
     # asking for re-initialisation is transformers' documented way out, and stays allowed
     model = EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=other, ignore_mismatched_sizes=True)
     assert model.transformer.wte.weight.shape == (100, 32)
@@ -228,7 +228,7 @@ def test_a_new_classifier_on_a_language_model_is_allowed_but_a_classifier_missin
     EmbGPTForSequenceClassification.from_pretrained(tmp_path / "classifier")
     EmbGPTForCausalLM.from_pretrained(tmp_path / "classifier")  # and back: the LM head is tied to wte
     damage(tmp_path / "classifier", drop=["score.weight"])
-    with pytest.raises(ValueError, match=r"missing score\.weight"):
+    with pytest.raises(ValueError, match=r"missing \['score\.weight'\]"):
         EmbGPTForSequenceClassification.from_pretrained(tmp_path / "classifier")
 
 
@@ -237,7 +237,7 @@ def test_embgpt_convert_of_a_damaged_folder_fails_and_writes_nothing(embgpt_dir,
 
     damage(embgpt_dir, drop=["transformer.h.1.mlp.c_fc.weight"])
     destination = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"missing transformer\.h\.1\.mlp\.c_fc\.weight"):
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"):
         convert(str(embgpt_dir), str(destination), "embgpt")
     assert not destination.exists()
 

@@ -645,14 +645,14 @@ def _check_loaded_tensors(model, info, source, reinitialise_mismatched):
     )
     unexpected = sorted(k for k in info["unexpected_keys"] if not (task_switch and k.startswith(heads)))
     mismatched = [] if reinitialise_mismatched else sorted(info.get("mismatched_keys", []))
-    problems = [f"missing {', '.join(missing)}"] if missing else []
-    problems += [f"unexpected {', '.join(unexpected)}"] if unexpected else []
+    problems = [f"missing {missing}"] if missing else []
+    problems += [f"unexpected {unexpected}"] if unexpected else []
     if mismatched:
-        shapes = (f"{k} ({tuple(ckpt)} in the checkpoint, {tuple(want)} in the model)" for k, ckpt, want in mismatched)
-        problems.append(f"mis-shaped {', '.join(shapes)}")
+        problems.append(f"mis-shaped {[f'{k} {tuple(ckpt)} vs {tuple(want)}' for k, ckpt, want in mismatched]}")
     if problems:
         raise ValueError(
-            f"checkpoint {source} does not fit {type(model).__name__} and its config: {'; '.join(problems)}"
+            f"checkpoint {source} does not fit {type(model).__name__} and its config (shapes: checkpoint vs model): "
+            f"{'; '.join(problems)}"
         )
 
 
