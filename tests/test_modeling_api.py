@@ -97,7 +97,7 @@ def test_gpt2model_reference_also_gives_a_tuple_for_config_return_dict_false():
 # ---- issue 14.2: every from_pretrained argument form
 
 
-def test_from_pretrained_none_with_config_and_state_dict_as_gpt2(tmp_path):
+def test_from_pretrained_none_with_config_and_state_dict_as_gpt2(monkeypatch):
     torch.manual_seed(0)
     config = EmbGPTConfig.from_preset("tiny", vocab_size=100)
     source = EmbGPTForCausalLM(config).eval()
@@ -107,7 +107,10 @@ def test_from_pretrained_none_with_config_and_state_dict_as_gpt2(tmp_path):
         GPT2LMHeadModel.from_pretrained(None, config=gpt2.config, state_dict=gpt2.state_dict()), GPT2LMHeadModel
     )
 
+    looked_up = []  # no checkpoint to look at: no config lookup (online it would ask the Hub for a repo "None")
+    monkeypatch.setattr(EmbGPTConfig, "get_config_dict", lambda *a, **k: looked_up.append(a) or ({}, {}))
     loaded = EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict).eval()
+    assert looked_up == []
     ids = torch.randint(0, 100, (1, 8))
     assert torch.equal(loaded(ids).logits, source(ids).logits)
     without_head = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}  # tied: may be absent
@@ -220,6 +223,15 @@ def test_weights_under_another_config_name_the_tensor_not_ignore_mismatched_size
     # asking for re-initialisation is transformers' documented way out, and stays allowed
     model = EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=other, ignore_mismatched_sizes=True)
     assert model.transformer.wte.weight.shape == (100, 32)
+
+
+def test_an_untied_lm_head_may_not_be_absent():
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=100, tie_word_embeddings=False)
+    state_dict = EmbGPTForCausalLM(config).state_dict()
+    assert EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict) is not None
+    del state_dict["lm_head.weight"]
+    with pytest.raises(ValueError, match=r"checkpoint state_dict does not fit .* missing \['lm_head\.weight'\]"):
+        EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict)
 
 
 def test_a_new_classifier_on_a_language_model_is_allowed_but_a_classifier_missing_its_head_is_not(embgpt_dir, tmp_path):

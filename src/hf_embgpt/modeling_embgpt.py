@@ -631,17 +631,16 @@ def _checkpoint_model_type(source, kwargs):
 def _check_loaded_tensors(model, info, source, reinitialise_mismatched):
     """Refuse a load that left tensors random or dropped some: one sentence naming them and the checkpoint.
 
-    Head tensors (`lm_head.*`, `score.*`) may be missing or unused when the checkpoint was saved by another class
-    (its config's `architectures`): a new classifier on a language model, as transformers allows.
+    A tied `lm_head.weight` is `wte`'s and never reported missing. Head tensors (`lm_head.*`, `score.*`) may be
+    missing or unused when the checkpoint names another class in its config's `architectures`: a new classifier on a
+    language model, as transformers allows.
     """
     heads = ("lm_head.", "score.")
-    task_switch = type(model).__name__ not in (model.config.architectures or [])
-    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    saved_by = model.config.architectures or []
+    task_switch = bool(saved_by) and type(model).__name__ not in saved_by
     mismatched_names = {k for k, *_ in info.get("mismatched_keys", [])}  # some versions also list them as missing
     missing = sorted(
-        k
-        for k in info["missing_keys"]
-        if k not in tied and k not in mismatched_names and not (task_switch and k.startswith(heads))
+        k for k in info["missing_keys"] if k not in mismatched_names and not (task_switch and k.startswith(heads))
     )
     unexpected = sorted(k for k in info["unexpected_keys"] if not (task_switch and k.startswith(heads)))
     mismatched = [] if reinitialise_mismatched else sorted(info.get("mismatched_keys", []))
