@@ -154,6 +154,13 @@ def test_argument_forms_transformers_handles_pass_through_to_it(gpt2_dir, kwargs
     assert type(got) is type(expected) and str(got) == str(expected)
 
 
+def test_none_without_weights_gets_transformers_error_as_gpt2():
+    gpt2 = gpt2_config(vocab_size=100, bos_token_id=None, eos_token_id=None)
+    expected = _error_of(lambda: GPT2LMHeadModel.from_pretrained(None, config=gpt2))
+    got = _error_of(lambda: EmbGPTForCausalLM.from_pretrained(None, config=EmbGPTConfig.from_preset("tiny")))
+    assert expected is not None and type(got) is type(expected) and str(got) == str(expected)
+
+
 def test_output_loading_info_returns_the_model_and_the_report_as_gpt2(gpt2_dir, tmp_path):
     _, ref_info = GPT2LMHeadModel.from_pretrained(gpt2_dir, output_loading_info=True)
     model, info = EmbGPTForCausalLM.from_pretrained(gpt2_dir, output_loading_info=True)
