@@ -20,6 +20,11 @@ PRESETS = {
 # tanh-approximate GELU is what GPT-2 was trained with; nanoGPT trains with the exact erf form.
 ACTIVATIONS = ("gelu_new", "gelu")
 
+GPT2_END_OF_TEXT = 50256  # GPT-2's <|endoftext|>, its bos and eos token
+# bos/eos_token_id not given: <|endoftext|> where the vocabulary holds it, else None. A `vocab_size=100` or char-level
+# model has no id 50256, and transformers would warn about an id outside the vocabulary at every construction.
+_END_OF_TEXT_IF_IN_VOCABULARY = object()
+
 
 class EmbGPTConfig(PretrainedConfig):
     r"""Configuration of an EmbGPT model (the GPT-2 architecture in nanoGPT's layout).
@@ -37,6 +42,8 @@ class EmbGPTConfig(PretrainedConfig):
         initializer_range: std of the normal init; residual projections use `initializer_range / sqrt(2 * n_layer)`.
         fused_loss: with labels, compute the loss with Liger-Kernel's fused linear cross-entropy (extra `gpu`) and
             return no logits: less memory, somewhat slower. Default False: logits plus a chunked cross-entropy.
+        bos_token_id, eos_token_id: default to GPT-2's <|endoftext|> (50256) if `vocab_size` holds it, else None;
+            a value given is kept (transformers warns about one outside the vocabulary).
     """
 
     model_type = "embgpt"
@@ -62,8 +69,8 @@ class EmbGPTConfig(PretrainedConfig):
         initializer_range=0.02,
         use_cache=True,
         fused_loss=False,
-        bos_token_id=50256,
-        eos_token_id=50256,
+        bos_token_id=_END_OF_TEXT_IF_IN_VOCABULARY,
+        eos_token_id=_END_OF_TEXT_IF_IN_VOCABULARY,
         pad_token_id=None,
         tie_word_embeddings=True,
         **kwargs,
@@ -80,6 +87,11 @@ class EmbGPTConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.use_cache = use_cache
         self.fused_loss = fused_loss
+        end_of_text = GPT2_END_OF_TEXT if isinstance(vocab_size, int) and vocab_size > GPT2_END_OF_TEXT else None
+        if bos_token_id is _END_OF_TEXT_IF_IN_VOCABULARY:
+            bos_token_id = end_of_text
+        if eos_token_id is _END_OF_TEXT_IF_IN_VOCABULARY:
+            eos_token_id = end_of_text
         super().__init__(
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,

@@ -47,7 +47,8 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutputWithPast,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple, logging
+from transformers.utils import can_return_tuple, is_tracing, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_embgpt import EmbGPTConfig
 
@@ -55,6 +56,14 @@ logger = logging.get_logger(__name__)
 
 # transformers 5.24 renamed the KV-cache keyword and output field `past_key_values` -> `cache`; support both.
 _CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+if _CACHE_FIELD == "cache":  # the old name still works, with the FutureWarning transformers' own models give
+    _accept_past_key_values = deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+else:  # before 5.24 `past_key_values` is the name: nothing to warn about
+
+    def _accept_past_key_values(forward):
+        return forward
+
+
 _MASK_PARAMS = set(inspect.signature(create_causal_mask).parameters)
 
 
@@ -169,23 +178,34 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load an EmbGPT checkpoint, or a transformers GPT-2 one (Hub id or folder), which is converted exactly."""
-        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-        if not os.path.isfile(str(pretrained_model_name_or_path)):
-            config_dict, _ = EmbGPTConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
-            model_type = config_dict.get("model_type")
-            if model_type == "gpt2":
-                local = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}  # the converted copy is local
-                with tempfile.TemporaryDirectory() as converted, _reading(pretrained_model_name_or_path):
-                    _convert_gpt2_folder(cls, pretrained_model_name_or_path, converted, local, hub_kwargs)
-                    return super().from_pretrained(converted, *model_args, **local)
-            if model_type != EmbGPTConfig.model_type:
+        """`PreTrainedModel.from_pretrained` that also converts a transformers GPT-2 checkpoint (Hub id or folder)
+        exactly, and refuses a checkpoint whose tensors don't fit the model.
+
+        A missing, unexpected or mis-shaped tensor is a ValueError naming it and the checkpoint, where transformers
+        would re-initialise it at random. Allowed: the tied `lm_head.weight` (never saved), a head the checkpoint's
+        model did not have (a new classifier from a language model, or the reverse), and mis-shaped tensors
+        re-initialised on purpose with `ignore_mismatched_sizes=True`.
+        """
+        source = pretrained_model_name_or_path
+        return_info = kwargs.pop("output_loading_info", False)
+        reinitialise_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        load = dict(output_loading_info=True, ignore_mismatched_sizes=True)  # we name the bad tensors ourselves
+        model_type = _checkpoint_model_type(source, kwargs)
+        if model_type == "gpt2":
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            local = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}  # the converted copy is local
+            with tempfile.TemporaryDirectory() as converted, _reading(source):
+                _convert_gpt2_folder(cls, source, converted, local, hub_kwargs)
+                model, info = super().from_pretrained(converted, *model_args, **load, **local)
+        else:
+            if model_type not in (None, EmbGPTConfig.model_type) and kwargs.get("config") is None:
                 raise ValueError(
-                    f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint; "
-                    f"EmbGPT loads 'embgpt' and 'gpt2' checkpoints"
+                    f"{source} is a {model_type!r} checkpoint; EmbGPT loads 'embgpt' and 'gpt2' checkpoints"
                 )
-        with _reading(pretrained_model_name_or_path):
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            with _reading(source):
+                model, info = super().from_pretrained(source, *model_args, **load, **kwargs)
+        _check_loaded_tensors(model, info, source if source is not None else "state_dict", reinitialise_mismatched)
+        return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, written atomically and always with remote code for every Auto class."""
@@ -215,6 +235,8 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
     def set_input_embeddings(self, new_embeddings):
         self.wte = new_embeddings
 
+    @can_return_tuple
+    @_accept_past_key_values
     def forward(
         self,
         input_ids=None,
@@ -227,7 +249,6 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         cache=None,
-        return_dict=None,
         **kwargs,
     ):
         cache = cache if cache is not None else past_key_values
@@ -237,17 +258,13 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             output_attentions = self.config.output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if self.gradient_checkpointing and self.training:
             use_cache, cache = False, None  # the recomputed forward would write the cache a second time
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache.get_seq_length() if cache is not None else 0
+        _check_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, token_type_ids, past)
         if input_ids is not None:
-            if input_ids.ndim != 2 or input_ids.is_floating_point():
-                raise ValueError(f"input_ids must be integer token ids of shape (batch, length), got {input_ids.shape}")
-            _check_token_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
         T = inputs_embeds.shape[1]
         # the row may be longer than block_size only without a cache and with position_ids (checked below) that restart
@@ -263,11 +280,8 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
             cache_position = torch.arange(T, device=inputs_embeds.device) + past  # past is a tensor in static caches
         if position_ids is None:
             position_ids = cache_position.unsqueeze(0)
-        else:
-            _check_token_ids(position_ids, self.config.block_size, "position_ids", limit_name="block_size")
         x = inputs_embeds + self.wpe(position_ids)  # (B, T, C): what the token is + where it is
         if token_type_ids is not None:  # GPT-2 embeds segment ids through wte too
-            _check_token_ids(token_type_ids, self.config.vocab_size, "token_type_ids")
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
         mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, caller_positions)  # None: causal
@@ -311,7 +325,23 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """generate() checks its lengths here, before the first token: one past block_size would fail half-way."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        block_size, max_length = self.config.block_size, generation_config.max_length
+        if max_length > block_size:
+            asked = (
+                f"max_new_tokens {generation_config.max_new_tokens}"
+                if generation_config.max_new_tokens is not None
+                else f"max_length {max_length}"
+            )
+            raise ValueError(
+                f"a prompt of {input_ids_length} tokens with {asked} reaches {max_length} tokens but block_size is "
+                f"{block_size}; lower max_new_tokens to at most {max(block_size - input_ids_length, 0)}"
+            )
+
     @can_return_tuple
+    @_accept_past_key_values
     def forward(
         self,
         input_ids=None,
@@ -328,6 +358,8 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
         cache=None,
         **kwargs,
     ):
+        if labels is not None:  # the base model checks the other inputs
+            _check_labels(self.config, labels, input_ids, inputs_embeds, kwargs.get("ignore_index", -100))
         out = self.transformer(
             input_ids,
             attention_mask=attention_mask,
@@ -338,12 +370,11 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
             **kwargs,
         )
         x = out.last_hidden_state
         logits = loss = None
-        if labels is not None:
-            _check_token_ids(labels, self.config.vocab_size, "labels", ignore_index=kwargs.get("ignore_index", -100))
         if labels is not None and self.config.fused_loss:  # memory mode: the logits are never materialised
             loss = self._fused_loss(x, labels, **kwargs)
         else:
@@ -402,6 +433,7 @@ class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
         self.post_init()
 
     @can_return_tuple
+    @_accept_past_key_values
     def forward(
         self,
         input_ids=None,
@@ -427,6 +459,7 @@ class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
             **kwargs,
         )
         logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
@@ -456,24 +489,106 @@ class EmbGPTForSequenceClassification(EmbGPTPreTrainedModel):
 # Helpers: input checks, the causal mask across transformers versions, atomic saves.
 
 
-def _is_tracing():
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _FX_SYMBOLIC_TRACING()
+def _is_tracing(tensor=None):
+    """Compiling, exporting, jit/fx tracing or capturing a CUDA graph: no data-dependent Python branches here."""
+    return is_tracing(tensor)
 
 
-_FX_SYMBOLIC_TRACING = getattr(torch.fx._symbolic_trace, "is_fx_tracing_symbolic_tracing", lambda: False)
+TOKEN_ID_DTYPES = (torch.int64, torch.int32)  # what nn.Embedding indexes with
 
 
-def _check_token_ids(ids, limit, name, ignore_index=None, limit_name="vocab_size"):
-    """Out-of-range ids would otherwise fail deep inside nn.Embedding (or read garbage on a GPU)."""
-    if _is_tracing() or ids.numel() == 0:
+def _check_inputs(config, input_ids, inputs_embeds, attention_mask, position_ids, token_type_ids, past_length):
+    """Named errors for inputs torch would reject with a bare error, or accept and compute garbage from.
+
+    Shapes and dtypes are free to check. The value ranges (token ids < vocab_size, positions < block_size) are one
+    reduction that the host reads once: a single synchronisation per forward, before the blocks run (and one more in
+    EmbGPTForCausalLM when labels are given). While compiling, exporting or capturing a CUDA graph the ranges are not
+    checked: there a data-dependent branch would break the graph.
+    """
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        _check_dtype(input_ids, "input_ids")
+        if input_ids.ndim != 2:
+            raise ValueError(
+                f"input_ids must be integer token ids of shape (batch, length), got {tuple(input_ids.shape)}"
+            )
+        batch, length = input_ids.shape
+    else:
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.n_embd:
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, length, n_embd={config.n_embd}), "
+                f"got {tuple(inputs_embeds.shape)}"
+            )
+        batch, length = inputs_embeds.shape[:2]
+    if batch == 0 or length == 0:
+        name = "input_ids" if input_ids is not None else "inputs_embeds"
+        shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape)
+        raise ValueError(f"{name} of shape {shape} is empty: the model needs at least one token per sequence")
+    if attention_mask is not None:
+        _check_attention_mask(attention_mask, batch, length, past_length)
+    for name, ids in (("position_ids", position_ids), ("token_type_ids", token_type_ids)):
+        if ids is not None:
+            _check_dtype(ids, name)
+            if ids.ndim != 2 or ids.shape[0] not in (1, batch) or ids.shape[1] != length:
+                raise ValueError(
+                    f"{name} must have shape ({batch}, {length}) or (1, {length}) to match the input, "
+                    f"got {tuple(ids.shape)}"
+                )
+    _check_ranges(
+        ("input_ids", input_ids, config.vocab_size, "vocab_size", None),
+        ("position_ids", position_ids, config.block_size, "block_size", None),
+        ("token_type_ids", token_type_ids, config.vocab_size, "vocab_size", None),
+    )
+
+
+def _check_attention_mask(mask, batch, length, past_length):
+    """A 2-D mask covers the cached tokens and the new ones; a 4-D mask is (batch or 1, 1 or heads, new, keys)."""
+    covered = past_length + length if isinstance(past_length, int) else None  # a static cache's length is a tensor
+    if mask.ndim == 2 and mask.shape[0] == batch and (covered is None or mask.shape[1] == covered):
         return
-    valid = (ids >= 0) & (ids < limit)
-    if ignore_index is not None:
-        valid |= ids == ignore_index
-    if not bool(valid.all()):
-        bad = ids[~valid][0].item()
-        what = "token id" if limit_name == "vocab_size" else "value"
-        raise ValueError(f"{name} has {what} {bad}, which is out of range for {limit_name} {limit}")
+    if mask.ndim == 4 and mask.shape[0] in (1, batch) and mask.shape[2] == length:
+        return
+    tokens = f"{past_length} cached + {length} new tokens" if past_length else f"{length} tokens"
+    raise ValueError(
+        f"attention_mask has shape {tuple(mask.shape)} but the input needs ({batch}, {covered or 'cached + new'}): "
+        f"one row per sequence and one column per token ({tokens}), or a 4-D mask ({batch}, 1, {length}, keys)"
+    )
+
+
+def _check_labels(config, labels, input_ids, inputs_embeds, ignore_index=-100):
+    """Labels are token ids too: the same dtype, one per input position, inside the vocabulary or ignore_index."""
+    _check_dtype(labels, "labels")
+    inputs = input_ids if input_ids is not None else inputs_embeds
+    if inputs is not None and tuple(labels.shape) != tuple(inputs.shape[:2]):
+        raise ValueError(f"labels have shape {tuple(labels.shape)} but the input is {tuple(inputs.shape[:2])}")
+    _check_ranges(("labels", labels, config.vocab_size, "vocab_size", ignore_index))
+
+
+def _check_dtype(ids, name):
+    """Before any range check: a uint8 id of 300 has already wrapped, and a float or bool is no id at all."""
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in TOKEN_ID_DTYPES:
+        got = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise TypeError(f"{name} must be a tensor of int64 or int32 ids, got {got}")
+
+
+def _check_ranges(*checks):
+    """checks: (name, ids or None, limit, limit name, allowed extra value). One host read for all of them."""
+    checks = [check for check in checks if check[1] is not None and check[1].numel() > 0]
+    if not checks or any(_is_tracing(ids) for _, ids, *_ in checks):
+        return
+    valid = {}
+    for name, ids, limit, _, allowed in checks:
+        in_range = (ids >= 0) & (ids < limit)
+        valid[name] = in_range | (ids == allowed) if allowed is not None else in_range
+    device = checks[0][1].device
+    if bool(torch.stack([v.all().to(device) for v in valid.values()]).all()):  # the one synchronisation
+        return
+    for name, ids, limit, limit_name, _ in checks:  # the error path: find the first bad value
+        if not bool(valid[name].all()):
+            bad = ids[~valid[name]][0].item()
+            what = "token id" if limit_name == "vocab_size" else "value"
+            raise ValueError(f"{name} has {what} {bad}, which is out of range for {limit_name} {limit}")
 
 
 def _next_token_targets(labels, num_items_in_batch=None, shift_labels=None, ignore_index=-100, **kwargs):
@@ -556,6 +671,50 @@ def _reading(source):
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def _checkpoint_model_type(source, kwargs):
+    """The `model_type` in the checkpoint's config.json; None where from_pretrained's argument form has none to read
+    (a state_dict or GGUF file, no path, or a folder without config.json): transformers then handles it alone."""
+    if source is None or kwargs.get("state_dict") is not None or kwargs.get("gguf_file") is not None:
+        return None
+    if os.path.isfile(os.fspath(source)):
+        return None
+    hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+    try:
+        config_dict, _ = EmbGPTConfig.get_config_dict(source, **hub_kwargs)
+    except OSError:
+        if kwargs.get("config") is None:
+            raise
+        return None  # weights without a config.json, loaded with the config given
+    return config_dict.get("model_type")
+
+
+def _check_loaded_tensors(model, info, source, reinitialise_mismatched):
+    """Refuse a load that left tensors random or dropped some: one sentence naming them and the checkpoint.
+
+    A tied `lm_head.weight` is `wte`'s and never reported missing. Head tensors (`lm_head.*`, `score.*`) may be
+    missing or unused when the checkpoint names another class in its config's `architectures`: a new classifier on a
+    language model, as transformers allows.
+    """
+    heads = ("lm_head.", "score.")
+    saved_by = model.config.architectures or []
+    task_switch = bool(saved_by) and type(model).__name__ not in saved_by
+    mismatched_names = {k for k, *_ in info.get("mismatched_keys", [])}  # some versions also list them as missing
+    missing = sorted(
+        k for k in info["missing_keys"] if k not in mismatched_names and not (task_switch and k.startswith(heads))
+    )
+    unexpected = sorted(k for k in info["unexpected_keys"] if not (task_switch and k.startswith(heads)))
+    mismatched = [] if reinitialise_mismatched else sorted(info.get("mismatched_keys", []))
+    problems = [f"missing {missing}"] if missing else []
+    problems += [f"unexpected {unexpected}"] if unexpected else []
+    if mismatched:
+        problems.append(f"mis-shaped {[f'{k} {tuple(ckpt)} vs {tuple(want)}' for k, ckpt, want in mismatched]}")
+    if problems:
+        raise ValueError(
+            f"checkpoint {source} does not fit {type(model).__name__} and its config (shapes: checkpoint vs model): "
+            f"{'; '.join(problems)}"
+        )
 
 
 class _atomic_folder:
@@ -654,16 +813,8 @@ def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
     gpt2, info = gpt2_class.from_pretrained(
         source, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32, **hub_kwargs, **head_kwargs
     )  # we report every mismatch below, by name, rather than re-initialising
-    # the LM head is tied to wte; a classifier head is new when fine-tuning from a language model, as in GPT-2
-    missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight" and not k.startswith("score."))
-    unexpected = sorted(k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k))
-    mismatched = [f"{k} {tuple(ckpt)} vs {tuple(want)}" for k, ckpt, want in sorted(info.get("mismatched_keys", []))]
-    missing = [k for k in missing if k not in {m[0] for m in info.get("mismatched_keys", [])}]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"GPT-2 checkpoint {source} does not match its config: "
-            f"missing {missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {mismatched or 'none'}"
-        )
+    info["unexpected_keys"] = {k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k)}
+    _check_loaded_tensors(gpt2, info, source, reinitialise_mismatched=False)
     model = cls(config_from_gpt2(gpt2.config, **overrides))
     model.load_state_dict(state_dict_from_gpt2(gpt2.state_dict()), strict=True)
     if model.can_generate():

@@ -1,0 +1,488 @@
+"""EmbGPT behaves like a transformers model at the API level, against GPT-2's (or Llama's) own behaviour: tuples for
+return_dict=False, every from_pretrained argument form, the past_key_values deprecation, and named errors for bad input.
+"""
+
+import os
+import re
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import DynamicCache, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
+
+import hf_embgpt
+from conftest import gpt2_config, save_random_gpt2
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, EmbGPTForSequenceClassification, EmbGPTModel
+from hf_embgpt.modeling_embgpt import _CACHE_FIELD
+
+TOL = 1e-5
+PAIRS = [(GPT2Model, EmbGPTModel), (GPT2LMHeadModel, EmbGPTForCausalLM)]
+
+
+@pytest.fixture
+def load_pair(tmp_path):
+    """load_pair(gpt2_class, embgpt_class, **kwargs) -> the two models on the same random GPT-2 weights, in eval."""
+
+    def load(gpt2_class, embgpt_class, attn_implementation="eager", **kwargs):
+        folder = save_random_gpt2(tmp_path / "gpt2", pad_token_id=0)
+        ref = gpt2_class.from_pretrained(folder, attn_implementation=attn_implementation, **kwargs).eval()
+        ours = embgpt_class.from_pretrained(folder, attn_implementation=attn_implementation, **kwargs).eval()
+        if hasattr(ref, "score"):  # a new classifier head on both sides: give them the same random weights
+            ours.score.load_state_dict(ref.score.state_dict())
+        return ref, ours
+
+    return load
+
+
+def assert_same_outputs(ours, ref):
+    """Same structure (tuple lengths, types) and values: tensors to TOL, caches by type and length."""
+    if isinstance(ref, torch.Tensor):
+        assert isinstance(ours, torch.Tensor) and ours.shape == ref.shape
+        assert (ours - ref).abs().max().item() <= TOL
+    elif isinstance(ref, tuple):
+        assert isinstance(ours, tuple) and len(ours) == len(ref), (len(ours), len(ref))
+        for a, b in zip(ours, ref, strict=True):
+            assert_same_outputs(a, b)
+    else:  # a cache
+        assert type(ours) is type(ref) and ours.get_seq_length() == ref.get_seq_length()
+
+
+# ---- issue 14.1: return_dict=False and config.return_dict, tuples ordered as GPT-2's
+
+
+@pytest.mark.parametrize(
+    "gpt2_class, embgpt_class", PAIRS + [(GPT2ForSequenceClassification, EmbGPTForSequenceClassification)]
+)
+@pytest.mark.parametrize("extras", [{}, dict(use_cache=True, output_hidden_states=True, output_attentions=True)])
+def test_return_dict_false_gives_gpt2s_tuple(load_pair, gpt2_class, embgpt_class, extras):
+    ref, ours = load_pair(gpt2_class, embgpt_class)
+    ids = torch.randint(1, 50257, (2, 7))
+    labels = {"labels": ids} if embgpt_class is EmbGPTForCausalLM else {}
+    if embgpt_class is EmbGPTForSequenceClassification:
+        labels = {"labels": torch.tensor([0, 1])}
+    with torch.no_grad():
+        expected = ref(ids, return_dict=False, **labels, **extras)
+        got = ours(ids, return_dict=False, **labels, **extras)
+    assert isinstance(expected, tuple)
+    if extras and gpt2_class is not GPT2ForSequenceClassification:
+        # GPT-2's outputs end with cross_attentions, () when it has no cross-attention layers; EmbGPT has none
+        assert expected[-1] == ()
+        expected = expected[:-1]
+    assert_same_outputs(got, expected)
+
+
+@pytest.mark.parametrize("embgpt_class", [EmbGPTModel, EmbGPTForCausalLM, EmbGPTForSequenceClassification])
+def test_config_return_dict_false_gives_tuples_and_the_keyword_overrides_it(embgpt_class):
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=100, pad_token_id=0, return_dict=False)
+    model = embgpt_class(config).eval()
+    ids = torch.randint(1, 100, (2, 6))
+    with torch.no_grad():
+        by_config = model(ids)
+        by_keyword = model(ids, return_dict=False)
+        forced = model(ids, return_dict=True)
+    # GPT2Model does the same; transformers' own heads (GPT2LMHeadModel, LlamaForCausalLM) fail here with
+    # "'tuple' object has no attribute 'last_hidden_state'", so the heads are held to the keyword's result instead
+    assert isinstance(by_config, tuple)
+    assert_same_outputs(by_config, by_keyword)
+    assert not isinstance(forced, tuple) and torch.equal(forced[0], by_config[0])
+
+
+def test_gpt2model_reference_also_gives_a_tuple_for_config_return_dict_false():
+    torch.manual_seed(0)
+    ref = GPT2Model(gpt2_config(return_dict=False)).eval()
+    assert isinstance(ref(torch.randint(0, 50257, (1, 4))), tuple)
+
+
+# ---- issue 14.2: every from_pretrained argument form
+
+
+def test_from_pretrained_none_with_config_and_state_dict_as_gpt2(monkeypatch):
+    torch.manual_seed(0)
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=100)
+    source = EmbGPTForCausalLM(config).eval()
+    state_dict = source.state_dict()
+    gpt2 = GPT2LMHeadModel(gpt2_config(vocab_size=100, bos_token_id=None, eos_token_id=None))
+    assert isinstance(
+        GPT2LMHeadModel.from_pretrained(None, config=gpt2.config, state_dict=gpt2.state_dict()), GPT2LMHeadModel
+    )
+
+    looked_up = []  # no checkpoint to look at: no config lookup (online it would ask the Hub for a repo "None")
+    monkeypatch.setattr(EmbGPTConfig, "get_config_dict", lambda *a, **k: looked_up.append(a) or ({}, {}))
+    loaded = EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict).eval()
+    assert looked_up == []
+    ids = torch.randint(0, 100, (1, 8))
+    assert torch.equal(loaded(ids).logits, source(ids).logits)
+    without_head = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}  # tied: may be absent
+    assert torch.equal(
+        EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=without_head).eval()(ids).logits,
+        source(ids).logits,
+    )
+
+
+def test_from_pretrained_subfolder_for_embgpt_and_gpt2_folders(tmp_path):
+    torch.manual_seed(0)
+    model = EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny", vocab_size=100)).eval()
+    model.save_pretrained(tmp_path / "repo" / "embgpt")
+    save_random_gpt2(tmp_path / "repo" / "gpt2")
+    ids = torch.randint(0, 100, (1, 5))
+    loaded = EmbGPTForCausalLM.from_pretrained(tmp_path / "repo", subfolder="embgpt").eval()
+    assert torch.equal(loaded(ids).logits, model(ids).logits)
+    converted = EmbGPTForCausalLM.from_pretrained(tmp_path / "repo", subfolder="gpt2").eval()
+    ref = GPT2LMHeadModel.from_pretrained(tmp_path / "repo", subfolder="gpt2").eval()
+    assert (converted(ids).logits - ref(ids).logits).abs().max() <= TOL
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return error
+    return None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(gguf_file="model.gguf"), dict(state_dict={})],
+    ids=["gguf_file", "folder-and-state_dict"],
+)
+def test_argument_forms_transformers_handles_pass_through_to_it(gpt2_dir, kwargs):
+    """GGUF files and the other forms go to transformers unchanged: the same outcome as for GPT2LMHeadModel."""
+    expected = _error_of(lambda: GPT2LMHeadModel.from_pretrained(gpt2_dir, **kwargs))
+    got = _error_of(lambda: EmbGPTForCausalLM.from_pretrained(gpt2_dir, **kwargs))
+    assert expected is not None  # without the gguf package or with both a folder and weights, transformers refuses
+    assert type(got) is type(expected) and str(got) == str(expected)
+
+
+def test_none_without_weights_gets_transformers_error_as_gpt2():
+    gpt2 = gpt2_config(vocab_size=100, bos_token_id=None, eos_token_id=None)
+    expected = _error_of(lambda: GPT2LMHeadModel.from_pretrained(None, config=gpt2))
+    got = _error_of(lambda: EmbGPTForCausalLM.from_pretrained(None, config=EmbGPTConfig.from_preset("tiny")))
+    assert expected is not None and type(got) is type(expected) and str(got) == str(expected)
+
+
+def test_output_loading_info_returns_the_model_and_the_report_as_gpt2(gpt2_dir, tmp_path):
+    _, ref_info = GPT2LMHeadModel.from_pretrained(gpt2_dir, output_loading_info=True)
+    model, info = EmbGPTForCausalLM.from_pretrained(gpt2_dir, output_loading_info=True)
+    assert isinstance(model, EmbGPTForCausalLM) and set(info) == set(ref_info)
+    model.save_pretrained(tmp_path / "embgpt")
+    model, info = EmbGPTForCausalLM.from_pretrained(tmp_path / "embgpt", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+# ---- issue 13.1: a checkpoint that lacks, adds or mis-shapes a tensor is refused by name
+
+
+@pytest.fixture
+def embgpt_dir(tmp_path):
+    torch.manual_seed(0)
+    EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny", vocab_size=100)).save_pretrained(tmp_path / "embgpt")
+    return tmp_path / "embgpt"
+
+
+def damage(folder, drop=(), add=(), reshape=()):
+    path = os.path.join(folder, "model.safetensors")
+    tensors = load_file(path)
+    for name in drop:
+        del tensors[name]
+    for name in add:
+        tensors[name] = torch.zeros(3)
+    for name in reshape:
+        tensors[name] = torch.zeros(tensors[name].shape[0] + 1, *tensors[name].shape[1:])
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(drop=["transformer.h.1.mlp.c_fc.weight"]), r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"),
+        (dict(add=["transformer.h.9.attn.c_attn.weight"]), r"unexpected \['transformer\.h\.9\.attn\.c_attn\.weight'\]"),
+        (
+            dict(reshape=["transformer.h.0.ln_1.weight"]),
+            r"mis-shaped \['transformer\.h\.0\.ln_1\.weight \(65,\) vs \(64,\)'\]",
+        ),
+    ],
+    ids=["missing", "unexpected", "mis-shaped"],
+)
+def test_a_damaged_embgpt_folder_is_refused_by_name(embgpt_dir, change, words):
+    damage(embgpt_dir, **change)
+    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(embgpt_dir))} does not fit .*{words}"):
+        EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+
+
+def test_transformers_alone_would_accept_the_missing_tensor(tmp_path):
+    """The reference: GPT2LMHeadModel loads a folder missing a tensor with that tensor random (only a report)."""
+    folder = save_random_gpt2(tmp_path / "gpt2")
+    damage(folder, drop=["transformer.h.1.mlp.c_fc.weight"])
+    _, info = GPT2LMHeadModel.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == {"transformer.h.1.mlp.c_fc.weight"}
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"):
+        EmbGPTForCausalLM.from_pretrained(folder)  # the same damage in a GPT-2 folder
+
+
+def test_weights_under_another_config_name_the_tensor_not_ignore_mismatched_sizes(embgpt_dir):
+    other = EmbGPTConfig.from_preset("tiny", vocab_size=100, n_embd=32)
+    with pytest.raises(ValueError) as caught:
+        EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=other)
+    message = str(caught.value)
+    assert "ignore_mismatched_sizes" not in message and "\n" not in message
+    assert str(embgpt_dir) in message and "transformer.wte.weight (100, 64) vs (100, 32)" in message
+    # asking for re-initialisation is transformers' documented way out, and stays allowed
+    model = EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=other, ignore_mismatched_sizes=True)
+    assert model.transformer.wte.weight.shape == (100, 32)
+
+
+def test_an_untied_lm_head_may_not_be_absent():
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=100, tie_word_embeddings=False)
+    state_dict = EmbGPTForCausalLM(config).state_dict()
+    assert EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict) is not None
+    del state_dict["lm_head.weight"]
+    with pytest.raises(ValueError, match=r"checkpoint state_dict does not fit .* missing \['lm_head\.weight'\]"):
+        EmbGPTForCausalLM.from_pretrained(None, config=config, state_dict=state_dict)
+
+
+def test_a_new_classifier_on_a_language_model_is_allowed_but_a_classifier_missing_its_head_is_not(embgpt_dir, tmp_path):
+    classifier = EmbGPTForSequenceClassification.from_pretrained(embgpt_dir, num_labels=3)  # score is new
+    classifier.save_pretrained(tmp_path / "classifier")
+    EmbGPTForSequenceClassification.from_pretrained(tmp_path / "classifier")
+    EmbGPTForCausalLM.from_pretrained(tmp_path / "classifier")  # and back: the LM head is tied to wte
+    damage(tmp_path / "classifier", drop=["score.weight"])
+    with pytest.raises(ValueError, match=r"missing \['score\.weight'\]"):
+        EmbGPTForSequenceClassification.from_pretrained(tmp_path / "classifier")
+
+
+def test_embgpt_convert_of_a_damaged_folder_fails_and_writes_nothing(embgpt_dir, tmp_path):
+    from hf_embgpt.convert import convert
+
+    damage(embgpt_dir, drop=["transformer.h.1.mlp.c_fc.weight"])
+    destination = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]"):
+        convert(str(embgpt_dir), str(destination), "embgpt")
+    assert not destination.exists()
+
+
+# ---- issue 14.5: past_key_values= warns as transformers' own models do (5.24+), and still works
+
+
+@pytest.mark.parametrize("gpt2_class, embgpt_class", PAIRS)
+def test_past_key_values_keyword_warns_exactly_as_gpt2(load_pair, gpt2_class, embgpt_class):
+    ref, ours = load_pair(gpt2_class, embgpt_class)
+    ids = torch.randint(0, 50257, (1, 6))
+    caught = {}
+    for name, model in (("ref", ref), ("ours", ours)):
+        cache = DynamicCache(config=model.config)
+        with warnings.catch_warnings(record=True) as record, torch.no_grad():
+            warnings.simplefilter("always")
+            model(ids[:, :4], past_key_values=cache, use_cache=True)
+            out = model(ids[:, 4:], past_key_values=cache, use_cache=True)
+        assert cache.get_seq_length() == 6  # the cache given under the old name was used
+        caught[name] = [(w.category, str(w.message).replace(type(model).__name__, "CLASS")) for w in record]
+        caught[name + "_out"] = out[0]
+    assert caught["ours"] == caught["ref"]
+    assert (caught["ours_out"] - caught["ref_out"]).abs().max() <= TOL
+    if _CACHE_FIELD == "cache":  # transformers 5.24 renamed the keyword; before it nothing is deprecated
+        assert any(category is FutureWarning and "past_key_values" in text for category, text in caught["ours"])
+    else:
+        assert caught["ours"] == []
+
+
+def test_cache_keyword_is_silent(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.zeros(1, 3, dtype=torch.long), **{_CACHE_FIELD: DynamicCache(config=tiny_config)})
+        model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=3, do_sample=False)
+
+
+# ---- issue 14.6: special-token ids inside a small vocabulary
+
+
+@pytest.fixture
+def transformers_warnings():
+    """What transformers logs (its logger does not propagate to pytest's caplog)."""
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def test_small_vocabulary_gets_special_tokens_inside_it_and_no_warning(transformers_warnings, tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(vocab_size=101)  # the reference: GPT-2's fixed 50256 outside a small vocabulary is warned about
+    assert any("bos_token_id must be" in m and "got 50256" in m for m in transformers_warnings)
+    transformers_warnings.clear()
+
+    for config in (EmbGPTConfig(vocab_size=100), EmbGPTConfig.from_preset("tiny", vocab_size=65)):
+        assert config.bos_token_id is None and config.eos_token_id is None
+        EmbGPTForCausalLM(config)
+        config.save_pretrained(tmp_path)
+        assert EmbGPTConfig.from_pretrained(tmp_path).eos_token_id is None
+    assert not [m for m in transformers_warnings if "token_id" in m]
+    assert EmbGPTConfig().eos_token_id == EmbGPTConfig(vocab_size=50304).bos_token_id == 50256  # GPT-2's, nanoGPT's
+
+
+def test_explicit_special_tokens_are_kept_and_out_of_range_ones_get_transformers_warning(transformers_warnings):
+    assert EmbGPTConfig(vocab_size=100, eos_token_id=7).eos_token_id == 7
+    config = EmbGPTConfig(vocab_size=100, bos_token_id=5123, eos_token_id=None)
+    assert config.bos_token_id == 5123 and config.eos_token_id is None
+    assert any("bos_token_id must be" in m and "got 5123" in m for m in transformers_warnings)
+
+
+# ---- issue 13.7: the attention mask's shape, against the ids and the cache
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 10), (2, 12), (10,), (2, 1, 10)])
+def test_attention_mask_of_the_wrong_shape_names_both_shapes(tiny_config, shape):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.zeros(2, 10, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"attention_mask .*{re.escape(str(shape))}.*\(2, 10\)"):
+        model(ids, attention_mask=torch.ones(shape, dtype=torch.long))
+
+
+def test_attention_mask_covers_cached_and_new_tokens(make_pair):
+    ref, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    logits = {}
+    for name, model in (("ref", ref), ("ours", ours)):
+        cache = getattr(model(ids[:, :6], attention_mask=mask[:, :6], use_cache=True), _CACHE_FIELD)
+        if name == "ours":  # a mask of the new tokens only
+            with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 3\).*\(2, 9\).*6 cached \+ 3 new"):
+                model(ids[:, 6:], attention_mask=mask[:, 6:], **{_CACHE_FIELD: cache})
+        logits[name] = model(ids[:, 6:], attention_mask=mask, **{_CACHE_FIELD: cache}).logits
+    real = mask[:, 6:].bool()
+    assert (logits["ours"][real] - logits["ref"][real]).abs().max() <= TOL
+
+
+def test_left_padded_generation_matches_gpt2(make_pair):
+    ref, ours = make_pair("sdpa")
+    ids = torch.randint(0, 50257, (2, 8))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    kwargs = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(ids, **kwargs), ref.generate(ids, **kwargs))
+
+
+# ---- issue 13: named errors, not bare torch ones
+
+
+@pytest.mark.parametrize("shape", [(1, 0), (0, 5)])
+def test_empty_input_is_named(tiny_config, shape):
+    with pytest.raises(ValueError, match=rf"input_ids of shape {re.escape(str(shape))} is empty"):
+        EmbGPTForCausalLM(tiny_config)(torch.zeros(shape, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int16, torch.uint8, torch.float32])
+def test_token_ids_of_the_wrong_dtype_are_named_before_any_value(tiny_config, dtype):
+    ids = torch.tensor([[1, 2, 44]]).to(dtype)  # as uint8, 300 would have wrapped to 44 before any range check
+    with pytest.raises(TypeError, match=rf"input_ids must be a tensor of int64 or int32 ids, got {dtype}"):
+        EmbGPTForCausalLM(tiny_config)(ids)
+
+
+def test_int32_ids_are_accepted_as_nn_embedding_does(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    ids = torch.randint(0, 50257, (1, 5))
+    assert torch.equal(model(ids.int()).logits, model(ids).logits)
+
+
+def test_inputs_embeds_of_the_wrong_width_are_named(tiny_config):
+    with pytest.raises(
+        ValueError, match=r"inputs_embeds must have shape \(batch, length, n_embd=64\), got \(1, 5, 32\)"
+    ):
+        EmbGPTForCausalLM(tiny_config)(inputs_embeds=torch.zeros(1, 5, 32))
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 10), (10,)])
+def test_position_and_token_type_ids_of_the_wrong_shape_are_named(tiny_config, shape):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.zeros(2, 10, dtype=torch.long)
+    for name in ("position_ids", "token_type_ids"):
+        with pytest.raises(
+            ValueError, match=rf"{name} must have shape \(2, 10\) or \(1, 10\).*{re.escape(str(shape))}"
+        ):
+            model(ids, **{name: torch.zeros(shape, dtype=torch.long)})
+    assert model(ids, position_ids=torch.arange(10)[None]).logits.shape == (2, 10, 50257)  # (1, T) broadcasts
+
+
+def test_float_or_mis_shaped_labels_are_named(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.zeros(2, 6, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"labels must be a tensor of int64 or int32 ids, got torch.float32"):
+        model(ids, labels=ids.float())
+    with pytest.raises(ValueError, match=r"labels have shape \(2, 5\) but the input is \(2, 6\)"):
+        model(ids, labels=ids[:, :5])
+
+
+def test_generation_past_block_size_fails_before_the_first_forward(tiny_config, monkeypatch):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    calls = []
+    monkeypatch.setattr(model.transformer, "forward", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=r"120 tokens with max_new_tokens 20 reaches 140 tokens but block_size is 128"):
+        model.generate(torch.zeros(1, 120, dtype=torch.long), max_new_tokens=20, do_sample=False, pad_token_id=0)
+    assert calls == []
+
+
+def test_generation_up_to_block_size_runs(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    out = model.generate(torch.zeros(1, 120, dtype=torch.long), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 128)
+
+
+# ---- issue 12: the Hub pair uses public torch API only; the input check reads the host once
+
+
+PRIVATE_TORCH = re.compile(
+    r"torch(\.\w+)*\._\w|torch\.ops\b|functorch|torch\.fx\.experimental|from torch(\.\w+)* import _\w"
+)
+
+
+@pytest.mark.parametrize("module", ["modeling_embgpt.py", "configuration_embgpt.py"])
+def test_the_model_files_use_no_private_torch_api(module):
+    source = open(os.path.join(os.path.dirname(hf_embgpt.__file__), module)).read()
+    found = sorted({m.group(0) for m in PRIVATE_TORCH.finditer(source)})
+    assert not found, f"{module} uses private torch API: {found}"
+
+
+def test_the_private_api_pattern_catches_what_it_must():
+    for text in ("torch._C._autograd", "torch.ops.mkldnn", "torch.fx._symbolic_trace", "from torch._dynamo import x",
+                 "import functorch", "torch.utils._pytree", "from torch.utils import _pytree"):  # fmt: skip
+        assert PRIVATE_TORCH.search(text), text
+    for text in ("torch.compiler.is_compiling()", "torch.jit.is_tracing()", "torch.nn.functional"):
+        assert not PRIVATE_TORCH.search(text), text
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the tensor calls that make the host wait for the device on a GPU (no GPU needed to count them)."""
+
+    READS = {"__bool__", "item", "__int__", "__float__", "__index__", "tolist", "nonzero", "numpy"}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += getattr(func, "__name__", "") in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_forward_reads_the_host_once_and_once_more_for_labels(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    ids = torch.randint(0, 50257, (2, 16))
+    inputs = dict(position_ids=torch.arange(16)[None], token_type_ids=torch.zeros_like(ids))
+    with torch.no_grad():
+        with HostReads() as plain:
+            model(ids, **inputs)
+        with HostReads() as with_labels:
+            model(ids, labels=ids, **inputs)
+    assert (plain.count, with_labels.count) == (1, 2)
+    bad_positions = torch.arange(16)[None].clone()
+    bad_positions[0, -1] = 200
+    with pytest.raises(ValueError, match=r"position_ids has value 200, which is out of range for block_size 128"):
+        model(ids, position_ids=bad_positions, labels=ids)  # the one read still catches every range
