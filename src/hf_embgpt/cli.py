@@ -19,6 +19,8 @@ import importlib
 import os
 import sys
 
+from . import register_auto_classes
+
 # command -> (module, one-line help)
 COMMANDS = {
     "train": ("hf_embgpt.train", "train or fine-tune with Trainer (runs offline on an embedded corpus by default)"),
@@ -66,6 +68,7 @@ def run(name, argv, debug=False):
     prog = f"embgpt {name}"
     try:
         module = importlib.import_module(COMMANDS[name][0])
+        register_auto_classes()  # what `import hf_embgpt` does everywhere but here (see hf_embgpt/__init__.py)
         quiet_weight_progress_bars()
         return module.main(argv) or 0
     except KeyboardInterrupt:
