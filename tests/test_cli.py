@@ -65,45 +65,57 @@ def files(tmp_path_factory):
 
 
 def error_cases(root):
-    """(argv, exit status, text the error line must contain) for each case."""
-    model, tok = str(root / "model"), str(root / "model")
+    """{case: (argv, exit status, texts the error line must contain)}."""
+    model, cut, llmc, ckpt = str(root / "model"), str(root / "cut.bin"), str(root / "model.bin"), str(root / "ckpt.pt")
+    late, latin1 = str(root / "late-binary.txt"), str(root / "latin1.txt")
+    refused_nanogpt, refused_llmc = root / "a-file" / "ckpt.pt", root / "a-file" / "m.bin"
+    inspect = ["inspect", model, "--out", str(root / "report")]
     return {
-        "truncated llm.c": (["convert", str(root / "cut.bin"), str(root / "o1"), "--to", "embgpt"], 1,
-                            [str(root / "cut.bin"), "truncated"]),
+        "truncated llm.c": (["convert", cut, "o1", "--to", "embgpt"], 1, [cut, "truncated"]),
         "nanogpt into a path the system refuses": (
-            ["convert", model, str(root / "a-file" / "ckpt.pt"), "--to", "nanogpt"], 1,
-            [f"cannot write {root / 'a-file' / 'ckpt.pt'}:"]),
+            ["convert", model, str(refused_nanogpt), "--to", "nanogpt"],
+            1,
+            [f"cannot write {refused_nanogpt}:"],
+        ),
         "llmc into a path the system refuses": (
-            ["convert", model, str(root / "a-file" / "m.bin"), "--to", "llmc"], 1,
-            [f"cannot write {root / 'a-file' / 'm.bin'}:"]),
+            ["convert", model, str(refused_llmc), "--to", "llmc"],
+            1,
+            [f"cannot write {refused_llmc}:"],
+        ),
         "missing tokenizer path": (
-            ["convert", str(root / "model.bin"), str(root / "o2"), "--to", "embgpt", "--tokenizer", "/nonexistent/tok"],
-            1, ["/nonexistent/tok does not exist"]),
+            ["convert", llmc, "o2", "--to", "embgpt", "--tokenizer", "/nonexistent/tok"],
+            1,
+            ["/nonexistent/tok does not exist"],
+        ),
         "inspect a missing model": (["inspect", "nonexist"], 1, ["nonexist does not exist"]),
-        "--from tf on a .bin": (["convert", str(root / "model.bin"), str(root / "o3"), "--to", "embgpt", "--from", "tf"],
-                                1, [str(root / "model.bin"), "llmc, not tf"]),
-        "--from llmc on a folder": (["convert", model, str(root / "o4"), "--to", "embgpt", "--from", "llmc"], 1,
-                                    [model, "embgpt, not llmc"]),
-        "pickle of more than tensors": (["convert", str(root / "ckpt.pt"), str(root / "o5"), "--to", "embgpt"], 1,
-                                        [str(root / "ckpt.pt"), "objects other than tensors", "refused"]),
+        "--from tf on a .bin": (["convert", llmc, "o3", "--to", "embgpt", "--from", "tf"], 1, [llmc, "llmc, not tf"]),
+        "--from llmc on a folder": (
+            ["convert", model, "o4", "--to", "embgpt", "--from", "llmc"],
+            1,
+            [model, "embgpt, not llmc"],
+        ),
+        "pickle of more than tensors": (
+            ["convert", ckpt, "o5", "--to", "embgpt"],
+            1,
+            [ckpt, "objects other than tensors", "refused"],
+        ),
         "data binary after 8 kB": (
-            ["train", "--data", str(root / "late-binary.txt"), "--output_dir", str(root / "run")], 1,
-            [str(root / "late-binary.txt"), "not UTF-8", "offset 12000"]),
-        "extend past the limit": (["block-size", model, str(root / "o6"), "--extend", "100000000"], 2,
-                                  ["100000000", "limit"]),
-        "zero components": (["inspect", model, "--out", str(root / "r1"), "--components", "0"], 2,
-                            ["--components", "0"]),
-        "too many components": (["inspect", model, "--out", str(root / "r2"), "--components", "1000"], 1,
-                                 ["1000", "from 1 to 16"]),
-        "negative token id": (["inspect", model, "--out", str(root / "r3"), "--tokens", "#-1"], 1,
-                              ["'#-1'", "out of range"]),
-        "token id past the vocabulary": (["inspect", model, "--out", str(root / "r4"), "--tokens", "#300"], 1,
-                                         ["'#300'", "out of range for vocab_size"]),
-        "text outside the vocabulary": (["inspect", model, "--tokenizer", tok, "--out", str(root / "r5"),
-                                         "--tokens", "\u03a9"], 1, ["'\u03a9'", "not in the tokenizer's vocabulary"]),
-        "corpus that is not UTF-8": (["inspect", model, "--out", str(root / "r6"), "--corpus", str(root / "latin1.txt")],
-                                     1, [str(root / "latin1.txt"), "not UTF-8", "offset 3"]),
-    }  # fmt: skip
+            ["train", "--data", late, "--output_dir", str(root / "run")],
+            1,
+            [late, "not UTF-8", "offset 12000"],
+        ),
+        "extend past the limit": (["block-size", model, "o6", "--extend", "100000000"], 2, ["100000000", "limit"]),
+        "zero components": ([*inspect, "--components", "0"], 2, ["--components", "0"]),
+        "too many components": ([*inspect, "--components", "1000"], 1, ["1000", "from 1 to 16"]),
+        "negative token id": ([*inspect, "--tokens", "#-1"], 1, ["'#-1'", "out of range"]),
+        "token id past the vocabulary": ([*inspect, "--tokens", "#300"], 1, ["'#300'", "out of range for vocab_size"]),
+        "text outside the vocabulary": (
+            [*inspect, "--tokenizer", model, "--tokens", "\u03a9"],
+            1,
+            ["'\u03a9'", "not in the tokenizer's vocabulary"],
+        ),
+        "corpus that is not UTF-8": ([*inspect, "--corpus", latin1], 1, [latin1, "not UTF-8", "offset 3"]),
+    }
 
 
 CASES = list(error_cases(pathlib.Path("ROOT")))  # names only; the paths are rebuilt under the fixture's folder
@@ -210,7 +222,9 @@ def test_a_full_disk_is_named(files, tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (8 * 1024, 8 * 1024))  # the model's weights take 18 kB
 
     for fmt, destination in (("nanogpt", "ckpt.pt"), ("embgpt", "folder")):
-        result = run_embgpt(["convert", str(files / "model"), destination, "--to", fmt], tmp_path, preexec_fn=small_files)
+        result = run_embgpt(
+            ["convert", str(files / "model"), destination, "--to", fmt], tmp_path, preexec_fn=small_files
+        )
         assert result.returncode == 1, result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith(f"embgpt convert: error: cannot write {destination}:")
         assert "Traceback" not in result.stderr and "enforce fail" not in result.stderr
@@ -252,7 +266,9 @@ def test_help_and_usage_errors_import_neither_torch_nor_transformers(argv, statu
         timeout=120,
     )
     assert module.returncode == status
-    imported = [line.rsplit("|", 1)[-1].strip() for line in module.stderr.splitlines() if line.startswith("import time")]
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in module.stderr.splitlines() if line.startswith("import time")
+    ]
     assert "hf_embgpt.cli" in imported and not [m for m in imported if m.split(".")[0] in ("torch", "transformers")]
 
 
@@ -270,7 +286,9 @@ def test_import_registers_the_auto_classes(tmp_path):
         "assert type(AutoModel.from_config(config)) is EmbGPTModel\n"
         "print('OK')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env=embgpt_environment(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=embgpt_environment(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr
 
 

@@ -213,12 +213,13 @@ def _summary(values):
     }
 
 
-def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, n_components=3, corpus=None):
+def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, n_components=None, corpus=None):
     """Every number of the report, as a JSON-ready dict, plus the tensors the figures are drawn from.
 
     Args:
         queries: tokens whose neighbours to list (ids, '#id' or text); default: the first 8 frequent tokens.
-        k: neighbours per query. n_tokens: frequent tokens in the wte PCA. n_components: wpe PCs to report.
+        k: neighbours per query. n_tokens: frequent tokens in the wte PCA. n_components: wpe PCs to report
+            (default 3, or fewer when wpe has fewer rows or columns).
         corpus: optional text in which to count token frequencies for the PCA (see `frequent_token_ids`).
 
     Returns (numbers, tensors): `tensors` holds wte/wpe norms, the wte PCA of the chosen tokens and their labels,
@@ -227,6 +228,8 @@ def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, 
     wte, wpe = embedding_tables(model)
     vocab_size = wte.shape[0]
     most_components = min(wpe.shape)
+    if n_components is None:
+        n_components = min(3, most_components)
     if isinstance(n_components, bool) or not isinstance(n_components, int) or not 1 <= n_components <= most_components:
         raise ValueError(
             f"n_components ({n_components!r}) must be an integer from 1 to {most_components}, the smaller of "
@@ -369,4 +372,3 @@ def save_figure(fig, path):
 def write_atomic(path, data):
     with atomic_file(path) as temp, open(temp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-

@@ -171,7 +171,9 @@ def build_parser():
     )
     parser.add_argument("-k", type=int, default=10, help="neighbours per token (default: 10)")
     parser.add_argument("--n-tokens", type=int, default=100, help="frequent tokens in the wte PCA (default: 100)")
-    parser.add_argument("--components", type=int, default=3, help="wpe principal components to plot (default: 3)")
+    parser.add_argument(
+        "--components", type=int, help="wpe principal components to plot (default: 3, fewer if the model has fewer)"
+    )
     parser.add_argument("--corpus", help="text file in which to count token frequencies for the wte PCA")
     parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the model's own)")
     return parser
@@ -186,14 +188,15 @@ def read_corpus(path):
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"corpus file {path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start})") from None
+        bad = f"byte {data[e.start]:#04x} at offset {e.start}"
+        raise ValueError(f"corpus file {path} is not UTF-8 text ({bad})") from None
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("k", "n_tokens", "components"):  # checked before the model loads
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             option = "-k" if name == "k" else f"--{name.replace('_', '-')}"
             parser.error(f"{option} must be a positive integer, got {getattr(args, name)}")
     from .modeling_embgpt import EmbGPTForCausalLM
