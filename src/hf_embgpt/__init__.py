@@ -56,7 +56,8 @@ def register_auto_classes():
 
 def _imported_by_the_embgpt_command():
     """True while the `embgpt` console script or `python -m hf_embgpt` imports the package (cli.run registers)."""
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    argv = getattr(sys, "argv", None) or [""]  # embedded interpreters may have no argv
+    program = os.path.basename(argv[0])
     return program in ("embgpt", "embgpt.exe") or program == "-m" and _running_module() == __name__
 
 
