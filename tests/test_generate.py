@@ -1,6 +1,7 @@
 """`embgpt generate`: the command's greedy text equals GPT2LMHeadModel's on the same weights and tokenizer."""
 
-import pytest
+import re
+
 import torch
 from transformers import GPT2LMHeadModel
 
@@ -18,15 +19,15 @@ def test_generate_command_greedy_matches_gpt2(tmp_path, gpt2_dir, gpt2_tokenizer
     assert printed == gpt2_tokenizer.decode(expected[0], skip_special_tokens=True)
 
 
-def test_generate_without_a_tokenizer_says_so(gpt2_dir):
-    with pytest.raises(ValueError, match=r"no tokenizer found at .*--tokenizer"):
-        cli(["generate", gpt2_dir, "--greedy"])
+def test_generate_without_a_tokenizer_says_so(gpt2_dir, capsys):
+    assert cli(["generate", gpt2_dir, "--greedy"]) == 1
+    assert re.search(r"^embgpt generate: error: no tokenizer found at .*--tokenizer", capsys.readouterr().err)
 
 
-def test_generate_past_block_size_is_refused(tmp_path, gpt2_dir, gpt2_tokenizer):
+def test_generate_past_block_size_is_refused(tmp_path, gpt2_dir, gpt2_tokenizer, capsys):
     gpt2_tokenizer.save_pretrained(tmp_path / "tokenizer")
-    with pytest.raises(ValueError, match=r"max_new_tokens 500 exceeds block_size 128"):
-        cli(["generate", gpt2_dir, "--tokenizer", str(tmp_path / "tokenizer"), "--max-new-tokens", "500"])
+    assert cli(["generate", gpt2_dir, "--tokenizer", str(tmp_path / "tokenizer"), "--max-new-tokens", "500"]) == 1
+    assert "max_new_tokens 500 exceeds block_size 128" in capsys.readouterr().err
 
 
 def test_cli_lists_commands_and_rejects_unknown_ones(capsys):

@@ -200,3 +200,50 @@ def test_parquet_data_loads(tmp_path):
 def test_validation_files_with_a_datasets_name_are_refused():
     with pytest.raises(ValueError, match="--validation_data goes with local --data files"):
         data.load_text(["someone/some-dataset"], validation_data=["val.txt"])
+
+
+def test_a_datasets_name_from_the_command_line(tmp_path):
+    """`embgpt train --data NAME --dataset_config C` (issue 13.8): the command line gives `--data` as a list, which
+    once reached `datasets.load_dataset` as is. A local folder of parquet files is a name load_dataset accepts."""
+    import datasets
+
+    from hf_embgpt.training.arguments import parse_args
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    train_rows = [f"train document {i}: " + "the cat sat on the mat. " * 5 for i in range(40)]
+    validation_rows = [f"validation document {i}" for i in range(5)]
+    datasets.Dataset.from_dict({"text": train_rows}).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_dict({"text": validation_rows}).to_parquet(str(folder / "validation-00000-of-00001.parquet"))
+
+    _, data_args, _, _ = parse_args(["--data", str(folder), "--output_dir", str(tmp_path / "run")])
+    assert isinstance(data_args.data, list)
+    raw = data.load_text(data_args.data, data_args.dataset_config)
+    expected = datasets.load_dataset(str(folder))  # what datasets itself makes of the name
+    assert raw["train"]["text"] == expected["train"]["text"] == train_rows
+    assert raw["validation"]["text"] == expected["validation"]["text"] == validation_rows
+
+
+@pytest.mark.parametrize("name", ["./missing-corpus", "some/deep/missing/path"])
+def test_a_missing_dataset_path_is_named(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"data {name} does not exist"):
+        data.load_text([name])
+
+
+def test_two_datasets_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="one datasets name"):
+        data.load_text(["owner/one", "owner/two"])
+
+
+def test_text_that_turns_binary_past_the_sniffed_head_is_named(tmp_path):
+    """The first 8 kB pass the quick check; datasets then fails without naming the file: the error must."""
+    path = tmp_path / "late.txt"
+    path.write_bytes(b"plain words " * 1000 + b"\xff\xfe then bytes")
+    with pytest.raises(ValueError, match=f"data file {path} is not UTF-8 text \\(bad byte at offset 12000\\)"):
+        data.load_text([str(path)])
+
+
+def test_a_tokenizer_path_that_does_not_exist_is_named():
+    with pytest.raises(FileNotFoundError, match="tokenizer /nonexistent/tok does not exist"):
+        data.make_tokenizer("/nonexistent/tok")

@@ -40,11 +40,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from .formats.common import save_tokenizer
+from .formats.registry import check_source
 from .modeling_embgpt import EmbGPTForCausalLM, EmbGPTPreTrainedModel
 
 logger = logging.getLogger(__name__)
 
 EXTEND_METHODS = ("interpolate", "copy", "tile")
+# 2**20 positions: wpe alone is 3 GiB at GPT-2 small's width, and one layer's attention scores over such a context
+# (T x T per head) would not fit in any memory; a size past it is a typo, not a plan
+MAX_BLOCK_SIZE = 1 << 20
 
 
 def _base_model(model):
@@ -111,6 +115,12 @@ def crop_block_size(model, n, cache=None):
 def extended_wpe(weight, n, method="interpolate"):
     """The (n, C) position table grown from the (old, C) table `weight` by `method` (see the module docstring)."""
     _check_size(n, "extended")
+    if n > MAX_BLOCK_SIZE:
+        gib = n * weight.shape[1] * weight.element_size() / 2**30
+        raise ValueError(
+            f"extended block size {n:,} is past the limit of {MAX_BLOCK_SIZE:,} positions "
+            f"(its wpe alone would take {gib:,.1f} GiB)"
+        )
     if method not in EXTEND_METHODS:
         raise ValueError(f"unknown extension method {method!r}; choose one of {', '.join(EXTEND_METHODS)}")
     old = weight.shape[0]
@@ -169,7 +179,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from transformers import AutoTokenizer
 
-    model = EmbGPTForCausalLM.from_pretrained(args.model)
+    if args.extend is not None and args.extend > MAX_BLOCK_SIZE:  # before loading anything
+        build_parser().error(f"--extend {args.extend} is past the limit of {MAX_BLOCK_SIZE:,} positions")
+    model = EmbGPTForCausalLM.from_pretrained(check_source(args.model, "model"))
     old = model.config.block_size
     if args.crop is not None:
         crop_block_size(model, args.crop)

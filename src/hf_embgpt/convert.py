@@ -12,7 +12,7 @@ import sys
 
 from .formats.common import find_tokenizer, load_tokenizer, model_from_state_dict, slice_vocab
 from .formats.provenance import read_provenance
-from .formats.registry import FORMATS, read_checkpoint, write_checkpoint
+from .formats.registry import FORMATS, check_source, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def convert(
     if tokenizer is None and to in ("embgpt", "gpt2"):
         tokenizer = find_tokenizer(source, fmt)
     elif isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = load_tokenizer(tokenizer)
+        tokenizer = load_tokenizer(check_source(tokenizer, "tokenizer"))
     # a folder that already says where it came from (e.g. a training run) keeps saying so
     provenance = read_provenance(source) if os.path.isdir(source) else {}
     provenance = {k: v for k, v in provenance.items() if k not in ("hf_embgpt_version", "updated")}

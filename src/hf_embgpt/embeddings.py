@@ -20,6 +20,7 @@ writes them as a report; `training.callbacks.WpeHeatmapCallback` draws the wpe h
 """
 
 import io
+import re
 
 import torch
 from torch.nn import functional as F
@@ -96,17 +97,27 @@ def token_text(tokenizer, token_id):
 
 
 def resolve_query(query, tokenizer, vocab_size):
-    """Token ids for a query: an int or `"#123"` is an id; other text is encoded with the tokenizer."""
+    """Token ids for a query: an int or `"#123"` is an id; other text is encoded with the tokenizer.
+
+    Ids must lie in the vocabulary, and text must not fall back on the unknown token (a character tokenizer maps
+    unseen characters to it), since its neighbours would be the unknown token's, not the text's.
+    """
     if isinstance(query, int) and not isinstance(query, bool):
         ids = [query]
-    elif isinstance(query, str) and query.startswith("#") and query[1:].isdigit():
-        ids = [int(query[1:])]
+    elif isinstance(query, str) and re.fullmatch(r"#[+-]?\d+", query.strip()):
+        ids = [int(query.strip()[1:])]
     elif isinstance(query, str):
         if tokenizer is None:
             raise ValueError(f"query {query!r} is text but the model has no tokenizer; give token ids as '#123'")
         ids = tokenizer.encode(query, add_special_tokens=False)
         if not ids:
             raise ValueError(f"query {query!r} encodes to no tokens")
+        unknown = tokenizer.unk_token_id
+        if unknown is not None and unknown in ids and tokenizer.unk_token not in query:
+            raise ValueError(
+                f"query {query!r} is not in the tokenizer's vocabulary (it encodes to the unknown token "
+                f"{tokenizer.unk_token!r})"
+            )
     else:
         raise TypeError(f"a query is a token id (int or '#123') or text, got {query!r} ({type(query).__name__})")
     for i in ids:
@@ -202,12 +213,13 @@ def _summary(values):
     }
 
 
-def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, n_components=3, corpus=None):
+def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, n_components=None, corpus=None):
     """Every number of the report, as a JSON-ready dict, plus the tensors the figures are drawn from.
 
     Args:
         queries: tokens whose neighbours to list (ids, '#id' or text); default: the first 8 frequent tokens.
-        k: neighbours per query. n_tokens: frequent tokens in the wte PCA. n_components: wpe PCs to report.
+        k: neighbours per query. n_tokens: frequent tokens in the wte PCA. n_components: wpe PCs to report
+            (default 3, or fewer when wpe has fewer rows or columns).
         corpus: optional text in which to count token frequencies for the PCA (see `frequent_token_ids`).
 
     Returns (numbers, tensors): `tensors` holds wte/wpe norms, the wte PCA of the chosen tokens and their labels,
@@ -215,6 +227,14 @@ def inspect_embeddings(model, tokenizer=None, queries=None, k=10, n_tokens=100, 
     """
     wte, wpe = embedding_tables(model)
     vocab_size = wte.shape[0]
+    most_components = min(wpe.shape)
+    if n_components is None:
+        n_components = min(3, most_components)
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or not 1 <= n_components <= most_components:
+        raise ValueError(
+            f"n_components ({n_components!r}) must be an integer from 1 to {most_components}, the smaller of "
+            f"block_size {wpe.shape[0]} and n_embd {wpe.shape[1]}"
+        )
     frequent, frequent_rule = frequent_token_ids(n_tokens, vocab_size, tokenizer, corpus)
     if queries is None:
         queries = frequent[:8]
@@ -352,4 +372,3 @@ def save_figure(fig, path):
 def write_atomic(path, data):
     with atomic_file(path) as temp, open(temp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-

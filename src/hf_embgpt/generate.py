@@ -12,10 +12,11 @@ def load_model_and_tokenizer(model_name_or_path, tokenizer_name_or_path=None, dt
     """EmbGPT model (GPT-2 checkpoints are converted) and its tokenizer, which must be saved beside it or named."""
     from transformers import AutoTokenizer
 
+    from .formats.registry import check_source
     from .modeling_embgpt import EmbGPTForCausalLM
 
-    model = EmbGPTForCausalLM.from_pretrained(model_name_or_path, dtype=dtype).eval()
-    source = tokenizer_name_or_path or model_name_or_path
+    model = EmbGPTForCausalLM.from_pretrained(check_source(model_name_or_path, "model"), dtype=dtype).eval()
+    source = check_source(tokenizer_name_or_path or model_name_or_path, "tokenizer")
     missing = f"no tokenizer found at {source}; pass --tokenizer with a tokenizer folder or Hub id"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -61,6 +62,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
     args = parser.parse_args(argv)
+    for option, value in (("--max-new-tokens", args.max_new_tokens), ("--num-beams", args.num_beams),
+                          ("--num-samples", args.num_samples)):  # fmt: skip
+        if value < 1:
+            parser.error(f"{option} must be a positive integer, got {value}")
+    if not args.greedy and args.temperature <= 0:
+        parser.error(f"--temperature must be positive when sampling, got {args.temperature} (use --greedy)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
     prompts = args.prompt or [tokenizer.eos_token]

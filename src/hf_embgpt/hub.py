@@ -241,11 +241,11 @@ def prepare_push_folder(source, folder, repo_id, tokenizer=None, **card_options)
     from beside the source; there must be one, and it must fit the model's vocabulary.
     """
     from .formats.common import find_tokenizer, load_tokenizer
-    from .formats.registry import read_checkpoint
+    from .formats.registry import check_source, read_checkpoint
 
     source = os.fspath(source)
     model, fmt = read_checkpoint(source)
-    tok = load_tokenizer(tokenizer) if tokenizer else find_tokenizer(source, fmt)
+    tok = load_tokenizer(check_source(tokenizer, "tokenizer")) if tokenizer else find_tokenizer(source, fmt)
     if tok is None:
         raise ValueError(
             f"no tokenizer found with {source}; pass one (--tokenizer FOLDER_OR_HUB_ID, e.g. openai-community/gpt2)"

@@ -17,7 +17,9 @@ from .embeddings import (
     save_figure,
     write_atomic,
 )
+from .formats.common import find_tokenizer
 from .formats.common import load_tokenizer as load_checkpoint_tokenizer
+from .formats.registry import check_source
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +143,15 @@ def write_report(model, out_dir, tokenizer=None, source=None, **options):
 def load_tokenizer(name):
     """The tokenizer saved with a checkpoint, or None (with a log line) when it has none."""
     try:
+        if os.path.isdir(name):
+            tokenizer = find_tokenizer(name)
+            if tokenizer is None:
+                logger.warning(f"{name} has no tokenizer files; tokens are shown as ids")
+            return tokenizer
         return load_checkpoint_tokenizer(name)
     except (OSError, ValueError, TypeError) as error:
-        logger.warning(f"no tokenizer found at {name} ({error}); tokens are shown as ids")
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        logger.warning(f"no tokenizer could be loaded from {name} ({reason}); tokens are shown as ids")
         return None
 
 
@@ -163,23 +171,40 @@ def build_parser():
     )
     parser.add_argument("-k", type=int, default=10, help="neighbours per token (default: 10)")
     parser.add_argument("--n-tokens", type=int, default=100, help="frequent tokens in the wte PCA (default: 100)")
-    parser.add_argument("--components", type=int, default=3, help="wpe principal components to plot (default: 3)")
+    parser.add_argument(
+        "--components", type=int, help="wpe principal components to plot (default: 3, fewer if the model has fewer)"
+    )
     parser.add_argument("--corpus", help="text file in which to count token frequencies for the wte PCA")
     parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: the model's own)")
     return parser
 
 
+def read_corpus(path):
+    """The text of a UTF-8 corpus file; errors name the file (and the offset of a byte that is not UTF-8)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"corpus file {path} does not exist")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = f"byte {data[e.start]:#04x} at offset {e.start}"
+        raise ValueError(f"corpus file {path} is not UTF-8 text ({bad})") from None
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("k", "n_tokens", "components"):  # checked before the model loads
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            option = "-k" if name == "k" else f"--{name.replace('_', '-')}"
+            parser.error(f"{option} must be a positive integer, got {getattr(args, name)}")
     from .modeling_embgpt import EmbGPTForCausalLM
 
-    corpus = None
-    if args.corpus is not None:
-        if not os.path.isfile(args.corpus):
-            raise FileNotFoundError(f"corpus file {args.corpus} does not exist")
-        with open(args.corpus, encoding="utf-8") as f:
-            corpus = f.read()
-    model = EmbGPTForCausalLM.from_pretrained(args.model)
+    corpus = read_corpus(args.corpus) if args.corpus is not None else None
+    model = EmbGPTForCausalLM.from_pretrained(check_source(args.model, "model"))
+    if args.tokenizer is not None:
+        check_source(args.tokenizer, "tokenizer")
     tokenizer = load_tokenizer(args.tokenizer or args.model)
     if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
         raise ValueError(

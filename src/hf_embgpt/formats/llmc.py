@@ -65,6 +65,10 @@ def _shapes(config, padded_vocab):
 def read_llmc(path):
     """Read an llm.c .bin: returns (EmbGPTConfig, state_dict) with float32 tensors and the padding rows dropped."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; an llm.c checkpoint is one .bin file (e.g. gpt2_124M.bin)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist")
     size = os.path.getsize(path)
     if size < HEADER_BYTES:
         raise ValueError(f"{path} is truncated: {size} bytes, shorter than llm.c's {HEADER_BYTES}-byte header")

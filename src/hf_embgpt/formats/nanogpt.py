@@ -18,6 +18,7 @@ entry with the settings `model_args` can't hold (activation, LayerNorm epsilon);
 import logging
 import os
 import pickle
+import re
 
 import torch
 
@@ -43,9 +44,12 @@ def read_nanogpt(path, vocab_size=None):
         raise FileNotFoundError(f"{path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}") from e
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():  # a well-formed pickle of more than tensors
+            raise ValueError(_refused_pickle(path, str(e))) from None
+        raise _unreadable(path, e) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise _unreadable(path, e) from e
     if not isinstance(checkpoint, dict) or "model_args" not in checkpoint:
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ValueError(
@@ -78,6 +82,21 @@ def read_nanogpt(path, vocab_size=None):
     return slice_vocab(config, state_dict, vocab_size, path)
 
 
+def _unreadable(path, error):
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}")
+
+
+def _refused_pickle(path, message):
+    """Why torch.load(weights_only=True) refused a file, without torch's advice to load it with weights_only=False."""
+    found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", message)
+    named = f" ({found.group(1) or found.group(2)})" if found else ""
+    return (
+        f"{path} holds Python objects other than tensors and plain containers{named}; it is refused, since "
+        f"unpickling them could run code from the file (nanoGPT checkpoints hold only tensors, numbers and strings)"
+    )
+
+
 def write_nanogpt(config, state_dict, path):
     """Write `ckpt.pt` as nanoGPT's train.py does (`model` + `model_args`), loadable by its sample.py."""
     path = os.fspath(path)
@@ -105,8 +124,9 @@ def write_nanogpt(config, state_dict, path):
             "layer_norm_epsilon": config.layer_norm_epsilon,
         },
     }
-    with atomic_file(path) as temp:
-        torch.save(checkpoint, temp)
+    # through a Python file, so a full or read-only disk surfaces as an OSError rather than torch's "enforce fail"
+    with atomic_file(path) as temp, open(temp, "wb") as f:
+        torch.save(checkpoint, f)
     logger.info("wrote %s (nanoGPT)", path)
 
 

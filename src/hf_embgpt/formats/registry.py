@@ -12,6 +12,8 @@ Every reader returns `(EmbGPTConfig, state_dict)` in EmbGPT's names and layout, 
 import os
 import re
 
+from safetensors import SafetensorError
+
 from ..configuration_embgpt import EmbGPTConfig
 from ..modeling_embgpt import EmbGPTForCausalLM
 from . import gpt2, llmc, nanogpt, tf
@@ -20,6 +22,24 @@ from .provenance import write_provenance
 
 FORMATS = ("embgpt", "gpt2", "nanogpt", "llmc", "tf")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; a bare word is more likely a missing file
+
+
+def is_hub_id(name):
+    """Whether `name` reads as a Hub repo id (`owner/name`) rather than a local path."""
+    name = os.fspath(name)
+    return bool(_REPO_ID.match(name)) and not os.path.isabs(name) and not name.startswith(".")
+
+
+def check_source(name, what="checkpoint"):
+    """Return `name` if it is an existing path or reads as a Hub repo id; else raise FileNotFoundError.
+
+    A path that does not exist would otherwise reach the Hub client, which calls it an invalid repo id or a failed
+    connection; this says what is wrong: the path is missing.
+    """
+    name = os.fspath(name)
+    if os.path.exists(name) or is_hub_id(name):
+        return name
+    raise FileNotFoundError(f"{what} {name} does not exist (and is not a Hub repo id, which reads owner/name)")
 
 
 def detect_format(path):
@@ -44,7 +64,7 @@ def detect_format(path):
     if path.endswith(".index") and os.path.isfile(path) or os.path.isfile(path + ".index"):
         return "tf"
     if not os.path.isfile(path):
-        if _REPO_ID.match(path) and not os.path.isabs(path) and not path.startswith("."):
+        if is_hub_id(path):
             return "hub"
         raise FileNotFoundError(f"{path} does not exist")
     with open(path, "rb") as f:
@@ -61,7 +81,14 @@ def detect_format(path):
 
 def read_checkpoint(path, fmt=None):
     """Read any supported checkpoint: returns (EmbGPTForCausalLM, format name)."""
-    fmt = fmt or detect_format(path)
+    check_source(path)
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    detected = _detect_quietly(path)
+    if fmt is None:
+        fmt = detected or detect_format(path)  # detect_format again, for its error
+    elif detected not in (None, "hub", fmt):
+        raise ValueError(f"{path} holds a checkpoint in format {detected}, not {fmt}; the format is detected anyway")
     if fmt in ("embgpt", "gpt2", "hub"):
         # from_pretrained converts GPT-2 folders (and Hub ids) exactly: the core GPT-2 table
         return EmbGPTForCausalLM.from_pretrained(path).eval(), fmt
@@ -72,9 +99,43 @@ def read_checkpoint(path, fmt=None):
     return model_from_state_dict(config, state_dict, source=path), fmt
 
 
+def _detect_quietly(path):
+    try:
+        return detect_format(path)
+    except (OSError, ValueError):
+        return None
+
 
 def write_checkpoint(model, destination, fmt, tokenizer=None, provenance=None, llmc_dtype="float32"):
-    """Write `model` to `destination` in format `fmt`; folders get the tokenizer and a provenance record."""
+    """Write `model` to `destination` in format `fmt`; folders get the tokenizer and a provenance record.
+
+    A write that the disk refuses (full, read-only, no permission) raises an OSError naming `destination`.
+    """
+    try:
+        _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        reason = _system_refusal(error)
+        if reason is None:
+            raise
+        raise OSError(f"cannot write {destination}: {reason}") from error
+
+
+def _system_refusal(error):
+    """Why the system refused a write (disk full, read-only, no permission, no such folder), or None.
+
+    That is an OSError with an errno: `error` itself, the one behind torch.save's RuntimeError ("enforce fail at
+    inline_container.cc") or safetensors' "I/O error: ...", which names neither the file nor an errno attribute.
+    """
+    if isinstance(error, SafetensorError) and "I/O error: " in str(error):
+        return str(error).split("I/O error: ", 1)[1]
+    while error is not None:
+        if isinstance(error, OSError) and error.errno is not None:
+            return error.strerror or str(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype):
     config, state_dict = model.config, model.state_dict()
     if fmt in ("embgpt", "gpt2"):
         with atomic_folder(destination) as staging:

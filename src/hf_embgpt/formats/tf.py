@@ -149,6 +149,11 @@ def _find_prefix(path):
     if path.endswith(".index"):
         path = path[: -len(".index")]
     if not os.path.isfile(path + ".index"):
+        if os.path.isfile(path):
+            raise ValueError(
+                f"{path} is a single file, not an OpenAI TF checkpoint (a folder with hparams.json and "
+                f"model.ckpt.index/.data-*, or its model.ckpt prefix)"
+            )
         raise FileNotFoundError(f"{path}.index does not exist")
     return path
 

@@ -58,7 +58,10 @@ def embedded_corpus(min_length=80):
 
 
 def check_text_file(path, sniff_bytes=8192):
-    """Raise FileNotFoundError for a missing file and ValueError for an empty or binary (non-UTF-8) one."""
+    """Raise FileNotFoundError for a missing file and ValueError for an empty or binary (non-UTF-8) one.
+
+    Only the first `sniff_bytes` are read (all of the file with None): a cheap check before datasets reads it.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file {path} does not exist")
     if os.path.isdir(path):
@@ -72,8 +75,32 @@ def check_text_file(path, sniff_bytes=8192):
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as e:
-        if e.start < len(head) - 4:  # a multi-byte character cut by the sniff window is fine
+        if sniff_bytes is None or e.start < len(head) - 4:  # a multi-byte character cut by the window is fine
             raise ValueError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def _is_hub_id(name):
+    from ..formats.registry import is_hub_id
+
+    return is_hub_id(name)
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unreadable_data(files, error):
+    """datasets' DatasetGenerationError names no file: find the file that is not UTF-8 text past the sniffed head."""
+    for split_paths in files.values():
+        for path in split_paths:
+            if not path.lower().endswith(".parquet"):
+                try:
+                    check_text_file(path, sniff_bytes=None)
+                except ValueError as bad:
+                    return bad
+    names = ", ".join(p for ps in files.values() for p in ps)
+    return ValueError(f"datasets could not read {names}: {_first_line(error.__cause__ or error)}")
 
 
 def load_text(data=None, dataset_config=None, validation_data=None, text_column="text", streaming=False):
@@ -83,9 +110,10 @@ def load_text(data=None, dataset_config=None, validation_data=None, text_column=
 
     if data is None or data == []:
         return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": [embedded_corpus()]})})
-    paths = [data] if isinstance(data, str) else list(data)
-    looks_local = all(os.path.splitext(p)[1].lower() in {**TEXT_SUFFIXES, **TABLE_SUFFIXES} for p in paths)
-    if looks_local or any(os.path.exists(p) for p in paths):
+    paths = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else [os.fspath(p) for p in data]
+    looks_like_files = all(os.path.splitext(p)[1].lower() in {**TEXT_SUFFIXES, **TABLE_SUFFIXES} for p in paths)
+    # files are read here; a folder (of parquet, json, ... files) or a Hub id is a `datasets` name
+    if looks_like_files or any(os.path.isfile(p) for p in paths):
         files = {"train": paths}
         if validation_data:
             files["validation"] = [validation_data] if isinstance(validation_data, str) else list(validation_data)
@@ -103,11 +131,22 @@ def load_text(data=None, dataset_config=None, validation_data=None, text_column=
         builder = builders.pop()
         # each text file is one document: newlines are data, not example separators
         extra = {"sample_by": "document"} if builder == "text" else {}
-        raw = datasets.load_dataset(builder, data_files=files, streaming=streaming, **extra)
+        try:
+            raw = datasets.load_dataset(builder, data_files=files, streaming=streaming, **extra)
+        except datasets.exceptions.DatasetGenerationError as e:
+            raise _unreadable_data(files, e) from e
     else:
+        if len(paths) != 1:
+            raise ValueError(f"--data takes local files or one datasets name (a Hub id or a folder), got {paths}")
         if validation_data:
             raise ValueError("--validation_data goes with local --data files; a datasets name brings its own splits")
-        raw = datasets.load_dataset(data, dataset_config, streaming=streaming)
+        name = paths[0]
+        if not os.path.exists(name) and not _is_hub_id(name):
+            raise FileNotFoundError(f"data {name} does not exist (and is not a Hub dataset id, which reads owner/name)")
+        try:
+            raw = datasets.load_dataset(name, dataset_config, streaming=streaming)
+        except datasets.exceptions.DatasetGenerationError as e:
+            raise ValueError(f"datasets could not read {name}: {_first_line(e.__cause__ or e)}") from e
         if "validation" not in raw and "test" in raw:
             raw["validation"] = raw["test"]
         raw = type(raw)({k: v for k, v in raw.items() if k in ("train", "validation")})
@@ -202,6 +241,10 @@ def make_tokenizer(kind, raw=None, model_path=None, bpe_vocab_size=4096, sample_
         return char_tokenizer("".join(texts)) if kind == "char" else train_bpe_tokenizer(texts, bpe_vocab_size)
     if kind == "gpt2":
         return gpt2_tokenizer()
+    if not os.path.exists(kind) and not _is_hub_id(kind):
+        raise FileNotFoundError(
+            f"tokenizer {kind} does not exist; --tokenizer is auto, char, bpe, gpt2, a folder or a Hub id (owner/name)"
+        )
     return gpt2_tokenizer(kind)
 
 
