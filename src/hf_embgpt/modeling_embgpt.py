@@ -294,7 +294,10 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
 
 
 class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
-    """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2."""
+    """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2.
+
+    With labels and `config.fused_loss=True`, Liger-Kernel computes the loss from the hidden states; `logits` is None.
+    """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
     loss_chunks, loss_chunk_size = 4, 128  # the loss runs over up to 4 chunks of at least 128 positions
