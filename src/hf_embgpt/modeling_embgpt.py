@@ -308,7 +308,10 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
 
 
 class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
-    """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2."""
+    """EmbGPT with the language-model head, whose weight is `wte`'s (tied), as in GPT-2.
+
+    With labels and `config.fused_loss=True`, Liger-Kernel computes the loss from the hidden states; `logits` is None.
+    """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
     loss_chunks, loss_chunk_size = 4, 128  # the loss runs over up to 4 chunks of at least 128 positions
@@ -630,7 +633,7 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
     """
     if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[-1] == 0:
         attention_mask = None
-    if cache is not None and not getattr(cache, "is_compileable", False) and cache.get_seq_length() == 0:
+    if isinstance(cache, DynamicCache) and cache.get_seq_length() == 0:
         cache = None  # same mask sizes; and transformers looks for packed rows only when there is no cache
     if attention_mask is None and position_ids is None and cache is None and _none_is_causal(config):
         return None
