@@ -294,46 +294,6 @@ def test_cache_keyword_is_silent(tiny_config):
         model.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=3, do_sample=False)
 
 
-# ---- issue 14.6: special-token ids inside a small vocabulary
-
-
-@pytest.fixture
-def transformers_warnings():
-    """What transformers logs (its logger does not propagate to pytest's caplog)."""
-    import logging
-
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = logging.getLogger("transformers")
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
-
-
-def test_small_vocabulary_gets_special_tokens_inside_it_and_no_warning(transformers_warnings, tmp_path):
-    from transformers import GPT2Config
-
-    GPT2Config(vocab_size=101)  # the reference: GPT-2's fixed 50256 outside a small vocabulary is warned about
-    assert any("bos_token_id must be" in m and "got 50256" in m for m in transformers_warnings)
-    transformers_warnings.clear()
-
-    for config in (EmbGPTConfig(vocab_size=100), EmbGPTConfig.from_preset("tiny", vocab_size=65)):
-        assert config.bos_token_id is None and config.eos_token_id is None
-        EmbGPTForCausalLM(config)
-        config.save_pretrained(tmp_path)
-        assert EmbGPTConfig.from_pretrained(tmp_path).eos_token_id is None
-    assert not [m for m in transformers_warnings if "token_id" in m]
-    assert EmbGPTConfig().eos_token_id == EmbGPTConfig(vocab_size=50304).bos_token_id == 50256  # GPT-2's, nanoGPT's
-
-
-def test_explicit_special_tokens_are_kept_and_out_of_range_ones_get_transformers_warning(transformers_warnings):
-    assert EmbGPTConfig(vocab_size=100, eos_token_id=7).eos_token_id == 7
-    config = EmbGPTConfig(vocab_size=100, bos_token_id=5123, eos_token_id=None)
-    assert config.bos_token_id == 5123 and config.eos_token_id is None
-    assert any("bos_token_id must be" in m and "got 5123" in m for m in transformers_warnings)
-
-
 # ---- issue 13.7: the attention mask's shape, against the ids and the cache
 
 

@@ -182,9 +182,9 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
         exactly, and refuses a checkpoint whose tensors don't fit the model.
 
         A missing, unexpected or mis-shaped tensor is a ValueError naming it and the checkpoint, where transformers
-        would re-initialise it at random. Allowed: the tied `lm_head.weight` (never saved), a head the checkpoint's
-        model did not have (a new classifier from a language model, or the reverse), and mis-shaped tensors
-        re-initialised on purpose with `ignore_mismatched_sizes=True`.
+        would re-initialise it at random. Allowed: the tied `lm_head.weight` (never saved), the head tensors of a
+        checkpoint saved by another class (a new classifier on a language model, or the reverse), and mis-shaped
+        tensors re-initialised on purpose with `ignore_mismatched_sizes=True`.
         """
         source = pretrained_model_name_or_path
         return_info = kwargs.pop("output_loading_info", False)
