@@ -246,8 +246,11 @@ def test_two_processes_saving_into_one_folder_never_mix(tmp_path):
     sync.mkdir()
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(folder), str(sync), me, str(rounds)], env=SUBPROCESS_ENV,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", WRITER, str(folder), str(sync), me, str(rounds)],
+            env=SUBPROCESS_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for me in ("old", "new")
     ]
