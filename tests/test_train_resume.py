@@ -2,6 +2,7 @@
 finished run resumes to no step, a kill between the last checkpoint and the final save resumes to the uninterrupted
 run's weights, and a checkpoint cut short (even only its RNG state) is passed over for the one before."""
 
+import json
 import logging
 import os
 import shutil
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 
 from hf_embgpt import train
 from hf_embgpt.training import checkpoints
-from test_train import SUBPROCESS_ENV, argv, losses, words  # noqa: F401 - `words` is a fixture
+from test_train import SUBPROCESS_ENV, argv, words  # noqa: F401 - `words` is a fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,6 +43,12 @@ def weights(folder):
 
 def same_weights(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def trainers_train_loss(results):
+    """Trainer's own train loss of an uninterrupted run (its summary log entry): the mean over all its steps."""
+    (loss,) = [entry["train_loss"] for entry in results["log_history"] if "train_loss" in entry]
+    return loss
 
 
 def folder_bytes(folder):
@@ -89,7 +96,8 @@ def test_a_kill_before_the_final_save_resumes_to_the_uninterrupted_weights_witho
     # the finished run resumed again: no step, the weights untouched, and it says so
     final = (killed / "model.safetensors").read_bytes()
     results = train.train(argv(killed, words, *RUN, "--resume"))
-    assert results["global_step"] == 6 and results["train_loss_steps"] is None
+    assert results["global_step"] == 6 and results["nothing_to_train"]
+    assert results["train_loss"] == pytest.approx(trainers_train_loss(whole), rel=1e-6)
     assert (killed / "model.safetensors").read_bytes() == final
     assert {n: folder_bytes(killed / n) for n in checkpoints_before} == checkpoints_before
     assert results["eval_loss"] == whole["eval_loss"]
@@ -105,9 +113,11 @@ def test_a_resume_says_where_from_and_which_steps_its_train_loss_covers(runs, wo
     out, err = capfd.readouterr()
     assert f"resuming from {killed / 'checkpoint-3'} (step 3)" in caplog.text
     assert "missing keys" not in err + caplog.text
-    # Trainer's train loss after a resume is the mean over the steps trained since; the console says which
-    resumed = [loss for step, loss in losses(str(killed)) if step > 3]
-    assert f"train loss {sum(resumed) / len(resumed):.4f} (mean of steps 4-6)" in out
+    # the train loss covers the whole run, as the uninterrupted run's Trainer computed it, and says so
+    reference = trainers_train_loss(whole)
+    results = json.loads((killed / "train_results_embgpt.json").read_text())
+    assert results["train_loss"] == pytest.approx(reference, rel=1e-6)
+    assert f"train loss {reference:.4f} (mean of steps 1-6)" in out
     assert same_weights(weights(killed), weights(root / "whole"))
 
 

@@ -172,15 +172,17 @@ def train(argv=None, callbacks=None):
         )  # fmt: skip
         trainer._load_from_checkpoint(checkpoint)  # what train(resume_from_checkpoint=...) loads the weights with
         trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-        train_loss, first_step = None, None
+        train_loss = None
     else:
         train_loss = trainer.train(resume_from_checkpoint=checkpoint).training_loss
-        first_step = state["global_step"] + 1 if checkpoint is not None else 1
     train_seconds = time.perf_counter() - started
     metrics = trainer.evaluate()
+    # Trainer's own train loss covers only the steps since a resume; the run's logs cover all of it
+    logged_loss, last_logged = whole_run_train_loss(trainer.state.log_history)
     results = {
-        "train_loss": train_loss,  # Trainer's mean over the steps this call trained (all of them, unless resumed)
-        "train_loss_steps": None if finished else [first_step, trainer.state.global_step],
+        "train_loss": train_loss if logged_loss is None else logged_loss,
+        "train_loss_steps": [1, trainer.state.global_step if logged_loss is None else last_logged],
+        "nothing_to_train": finished,
         "eval_loss": metrics["eval_loss"],
         "eval_perplexity": metrics["eval_perplexity"],
         "train_seconds": train_seconds,
@@ -195,6 +197,18 @@ def train(argv=None, callbacks=None):
     if args.push_to_hub:
         push_trained(trainer, args, results.get("merged_dir"))
     return results
+
+
+def whole_run_train_loss(log_history):
+    """(mean train loss over the run's logged steps, the last of them), resumed or not; (None, None) without logs.
+
+    Each logged loss is the mean over the steps since the one before, so they weigh by those steps.
+    """
+    total, previous = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry["step"] > previous:
+            total, previous = total + entry["loss"] * (entry["step"] - previous), entry["step"]
+    return (total / previous, previous) if previous else (None, None)
 
 
 def save_final(trainer, tokenizer, args, model_args, data_args, run_args, argv, results):
@@ -278,11 +292,10 @@ def main(argv=None):
     results = train(argv)
     end_distributed()
     if results["main_process"]:
-        if results["train_loss_steps"] is None:
-            trained = f"nothing to train: {results['resumed_from']} had reached max_steps"
-        else:
-            first, last = results["train_loss_steps"]
-            trained = f"train loss {results['train_loss']:.4f} (mean of steps {first}-{last})"
+        first, last = results["train_loss_steps"]
+        trained = f"train loss {results['train_loss'] or float('nan'):.4f} (mean of steps {first}-{last})"
+        if results["nothing_to_train"]:
+            trained = f"nothing to train: {results['resumed_from']} had reached max_steps | {trained}"
         print(f"\n{trained} | eval loss {results['eval_loss']:.4f} | perplexity {results['eval_perplexity']:.2f} | "
               f"{results['global_step']} steps in {results['train_seconds']:.1f} s")  # fmt: skip
         for i, text in enumerate(results.get("samples", [])):
