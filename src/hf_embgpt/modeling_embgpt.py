@@ -520,7 +520,7 @@ _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revi
 #                        .NAME.embgpt-MODE-INODE    during the swap: the new folder (its inode), then the old one
 
 SAVE_LOCK_TIMEOUT = 600.0  # seconds a writer waits for another process's save into the same folder
-_WEIGHT_FILES = ("model.safetensors", "model-", "pytorch_model")
+_WEIGHT_FILE = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
 _LOCKS_HELD = set()  # (lock file, thread): a save inside a save of the same folder does not wait for itself
 _STAGING = set()  # folders being staged in this process: a save into one writes directly, the outer swap is atomic
 
@@ -595,7 +595,7 @@ def _kept_out(name, folder):
     ones (an older save's shards or index would shadow them)."""
     if os.path.lexists(os.path.join(folder, name)):
         return True
-    return name.startswith(_WEIGHT_FILES) and any(n.startswith(_WEIGHT_FILES) for n in os.listdir(folder))
+    return bool(_WEIGHT_FILE.fullmatch(name)) and any(_WEIGHT_FILE.fullmatch(n) for n in os.listdir(folder))
 
 
 def _recover(directory):
@@ -646,7 +646,7 @@ def _move_in(staging, directory, existing):
         if entry.name not in written and not entry.name.startswith(ours):
             if existing == "replace" and entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
-            elif existing == "replace" or entry.name.startswith(_WEIGHT_FILES):
+            elif existing == "replace" or _WEIGHT_FILE.fullmatch(entry.name):
                 os.remove(entry.path)
 
 
