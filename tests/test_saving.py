@@ -132,10 +132,18 @@ import json, os, random, shutil, signal, sys, time
 
 folder, rounds = sys.argv[1], int(sys.argv[2])
 OLD.save_pretrained(folder, **SHARDED)
-started = time.perf_counter()
-NEW.save_pretrained(folder)
-OLD.save_pretrained(folder, **SHARDED)
-seconds = (time.perf_counter() - started) / 2
+
+def forked_save_seconds():  # what a save takes in a forked child, which first copies the pages it touches
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        NEW.save_pretrained(folder)
+        OLD.save_pretrained(folder, **SHARDED)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return (time.perf_counter() - started) / 2
+
+seconds = (forked_save_seconds() + forked_save_seconds()) / 2
 rng, seen = random.Random(0), ["old"]
 for _ in range(rounds):
     pid = os.fork()
