@@ -242,6 +242,7 @@ def _hub_token():
 
 def record_provenance(output_dir, model_args, data_args, argv, merged_dir=None):
     """What the model card says of this run: the base model, the data and the command."""
+
     def shown(arg):  # the card is public: local paths by their last component only
         return os.path.basename(os.path.normpath(arg)) if os.path.isabs(arg) or os.path.exists(arg) else arg
 

@@ -128,4 +128,3 @@ def parse_args(argv=None):
         parser.set_defaults(use_cpu=True)
     argv = list(sys.argv[1:] if argv is None else argv)
     return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
-
