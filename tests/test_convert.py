@@ -98,7 +98,7 @@ def test_failed_conversion_leaves_destination_untouched(tmp_path, written):
         destination.mkdir()
         (destination / "keep.txt").write_text("previous")
         with pytest.raises(ValueError, match="truncated.bin is truncated"):
-            convert(str(truncated), str(destination), target)
+            convert(str(truncated), str(destination), target, overwrite=True)
         assert os.listdir(destination) == ["keep.txt"]
     # the writer fails inside its staging folder: GPT-2 can't hold a bias=False model
     no_bias = random_model(bias=False)
@@ -106,7 +106,7 @@ def test_failed_conversion_leaves_destination_untouched(tmp_path, written):
     destination.mkdir()
     (destination / "keep.txt").write_text("previous")
     with pytest.raises(ValueError, match="bias=False"):
-        write_checkpoint(no_bias, str(destination), "gpt2")
+        write_checkpoint(no_bias, str(destination), "gpt2", overwrite=True)
     assert os.listdir(destination) == ["keep.txt"]
     assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []  # no staging left behind
 

@@ -385,4 +385,4 @@ def test_random_window_sampling_trains(tmp_path, words):
     steps = losses(results)
     assert len(steps) == 30 and steps[-1][1] < steps[0][1] - 0.3
     with pytest.raises(ValueError, match="--sampling random needs --max_steps"):
-        train.train(argv(tmp_path, words, "--sampling", "random", "--max_steps", "-1", "--num_train_epochs", "1"))
+        train.train(argv(tmp_path / "o", words, "--sampling", "random", "--max_steps", "-1", "--num_train_epochs", "1"))

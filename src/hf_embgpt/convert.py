@@ -12,15 +12,19 @@ import sys
 
 from .formats.common import find_tokenizer, load_tokenizer, model_from_state_dict, slice_vocab
 from .formats.provenance import read_provenance
-from .formats.registry import FORMATS, check_source, read_checkpoint, write_checkpoint
+from .formats.registry import FORMATS, check_source, existing_output, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
 
 def convert(
-    source, destination, to, source_format=None, vocab_size=None, tokenizer=None, llmc_dtype="float32", command=None
-):
+    source, destination, to, source_format=None, vocab_size=None, tokenizer=None, llmc_dtype="float32", command=None,
+    overwrite=False,
+):  # fmt: skip
     """Convert `source` (format detected unless given) to `destination` in format `to`. Returns the model.
+
+    A destination that exists (a file, or a folder that is not empty) is refused unless `overwrite`, which replaces
+    it as a whole: no file of the old model (tokenizer, trainer state, results) stays beside the new one.
 
     Folder outputs (embgpt, gpt2) get the source's tokenizer (or `tokenizer`) and an `embgpt_provenance.json`
     naming the source and `command`, which `embgpt push` shows in the model card; a source folder that has such a
@@ -28,6 +32,8 @@ def convert(
     """
     if to not in FORMATS:
         raise ValueError(f"unknown target format {to!r}; choose one of {', '.join(FORMATS)}")
+    if not overwrite and (existing := existing_output(destination, to)):  # before reading a large source
+        raise FileExistsError(f"{existing} exists; pass --overwrite to replace it")
     model, fmt = read_checkpoint(source, source_format)
     if vocab_size is not None:
         config, state_dict = slice_vocab(model.config, model.state_dict(), vocab_size, source)
@@ -45,7 +51,9 @@ def convert(
             provenance["base_model"] = os.fspath(source)
         if command:
             provenance["command"] = command
-    write_checkpoint(model, destination, to, tokenizer=tokenizer, provenance=provenance, llmc_dtype=llmc_dtype)
+    write_checkpoint(
+        model, destination, to, tokenizer=tokenizer, provenance=provenance, llmc_dtype=llmc_dtype, overwrite=overwrite
+    )
     logger.info("converted %s (%s) to %s (%s)", source, fmt, destination, to)
     return model
 
@@ -65,6 +73,9 @@ def main(argv=None):
     )
     parser.add_argument("--llmc-dtype", choices=("float32", "bfloat16"), default="float32", help="llm.c v3 or v5")
     parser.add_argument("--tokenizer", help="tokenizer folder or Hub id to save with embgpt/gpt2 outputs")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing destination as a whole (default: refuse it)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "embgpt convert " + " ".join(shlex.quote(a) for a in (sys.argv[2:] if argv is None else argv))
@@ -77,6 +88,7 @@ def main(argv=None):
         tokenizer=args.tokenizer,
         llmc_dtype=args.llmc_dtype,
         command=command,
+        overwrite=args.overwrite,
     )
     n = sum(p.numel() for p in model.parameters())  # the tied head counts once
     print(f"wrote {args.destination} ({args.to}, {n / 1e6:.1f}M parameters)")

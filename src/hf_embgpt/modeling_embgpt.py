@@ -16,6 +16,8 @@ This file is uploaded to the Hub as remote code: it imports only torch, transfor
 """
 
 import contextlib
+import ctypes
+import errno
 import importlib
 import inspect
 import math
@@ -23,7 +25,11 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
+import threading
+import time
+import uuid
 
 import torch
 from torch import nn
@@ -51,6 +57,12 @@ from transformers.utils import can_return_tuple, is_tracing, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_embgpt import EmbGPTConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock instead
+    fcntl = None
+    import msvcrt
 
 logger = logging.get_logger(__name__)
 
@@ -208,9 +220,10 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
         return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, written atomically and always with remote code for every Auto class."""
+        """`PreTrainedModel.save_pretrained`, always with remote code for every Auto class; all or nothing for readers
+        and one writer at a time (see `_atomic_folder`)."""
         self.config.auto_map = dict(AUTO_MAP)
-        if kwargs.get("push_to_hub"):  # transformers uploads the folder itself
+        if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):  # uploads; ranks that write nothing
             return super().save_pretrained(save_directory, *args, **kwargs)
         with _atomic_folder(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
@@ -720,30 +733,201 @@ def _check_loaded_tensors(model, info, source, reinitialise_mismatched):
         )
 
 
-class _atomic_folder:
-    """Stage a save in a sibling temp folder, then move each file in with os.replace: no file is ever half-written."""
+# ----------------------------------------------------------------------------------------------------------------
+# All-or-nothing saves, in the standard library only (this file travels as Hub remote code, and whoever loads it may
+# save). A save writes a new folder beside the old one and swaps the two by rename, so a reader, or a process killed
+# at any instant, finds the old complete folder or the new one. A lock file beside the folder, naming its holder's
+# pid, makes a second writer wait. The next save into the folder finishes or clears what a killed one left.
+#
+# Beside a folder NAME:  .NAME.embgpt-lock          the lock (removed when released)
+#                        .NAME.embgpt-new-HEX       a save being written
+#                        .NAME.embgpt-MODE-INODE    during the swap: the new folder (its inode), then the old one
 
-    def __init__(self, directory):
-        self.directory = os.path.abspath(os.fspath(directory))
+SAVE_LOCK_TIMEOUT = 600.0  # seconds a writer waits for another process's save into the same folder
+_WEIGHT_FILE = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
+_LOCKS_HELD = set()  # (lock file, thread): a save inside a save of the same folder does not wait for itself
+_STAGING = set()  # folders being staged in this process: a save into one writes directly, the outer swap is atomic
 
-    def __enter__(self):
-        parent = os.path.dirname(self.directory)
-        os.makedirs(parent, exist_ok=True)
-        self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.directory)}.", dir=parent)
-        return self.staging
 
-    def __exit__(self, exc_type, exc, tb):
+@contextlib.contextmanager
+def _atomic_folder(directory, existing="merge", lock_timeout=None):
+    """Yield a staging folder; on success it replaces `directory` in one rename, under `directory`'s lock.
+
+    existing: "merge" keeps the folder's other files and subfolders (tokenizer, checkpoints) and drops its old
+    weights, as saving a model into a folder does; "replace" drops everything; "refuse" raises FileExistsError if
+    the folder is not empty. Where a folder can't be swapped (a mount point, the working directory, a parent we
+    can't write), files are moved in one by one, config.json last, and readers may see a mix meanwhile.
+    """
+    directory = os.path.realpath(os.fspath(directory))
+    if directory in _STAGING:
+        yield directory
+        return
+    if os.path.isfile(directory):
+        raise NotADirectoryError(f"{directory} is a file; a model is saved into a folder")
+    parent, name = os.path.split(directory)
+    os.makedirs(parent, exist_ok=True)
+    with _folder_lock(directory, SAVE_LOCK_TIMEOUT if lock_timeout is None else lock_timeout):
+        _recover(directory)
+        if existing == "refuse" and os.path.isdir(directory) and os.listdir(directory):
+            raise FileExistsError(f"{directory} is not empty; pass --overwrite (overwrite=True) to replace it")
+        in_place = os.path.ismount(directory) or directory == os.getcwd() or not os.access(parent, os.W_OK)
+        staging = os.path.join(directory if in_place else parent, f".{name}.embgpt-new-{uuid.uuid4().hex[:12]}")
+        os.makedirs(staging)  # not mkdtemp: the folder gets the user's umask, not mode 0700
+        _STAGING.add(staging)
         try:
-            if exc_type is None:
-                os.makedirs(self.directory, exist_ok=True)
-                written = os.listdir(self.staging)
-                for name in sorted(written, key=lambda name: name == "config.json"):  # config.json last
-                    os.replace(os.path.join(self.staging, name), os.path.join(self.directory, name))
-                for name in set(os.listdir(self.directory)) - set(written):  # an older save's weights would shadow
-                    if name.startswith(("model-", "model.safetensors", "pytorch_model")):
-                        os.remove(os.path.join(self.directory, name))
+            yield staging
+            if os.listdir(staging):  # nothing written (e.g. not the main process): the folder stays as it is
+                (_move_in if in_place else _swap_in)(staging, directory, existing)
         finally:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            _STAGING.discard(staging)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging, directory, existing):
+    """Put `staging` at `directory` in one step: Linux's renameat2 exchange; elsewhere two renames (the next save
+    puts the old folder back if killed between them)."""
+    parent, name = os.path.split(directory)
+    side = os.path.join(parent, f".{name}.embgpt-{existing}-{os.stat(staging).st_ino}")
+    if not os.path.exists(directory):
+        os.rename(staging, directory)
+        return
+    os.chmod(staging, os.stat(directory).st_mode)
+    if existing == "merge":  # the old folder's other files, linked in now so that they never go missing
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False) and not _kept_out(entry.name, staging):
+                with contextlib.suppress(OSError):  # no hard links here: moved in after the swap instead
+                    os.link(entry.path, os.path.join(staging, entry.name))
+    os.rename(staging, side)  # killed from here on: the next save tells the folders apart by inode
+    if not _exchange(side, directory):
+        os.rename(side, staging)
+        os.rename(directory, side)
+        os.rename(staging, directory)
+    _finish(side, directory, existing)
+
+
+def _finish(side, directory, existing):
+    """The new folder is in place and the old one at `side`: move its other entries over, then delete it."""
+    if existing == "merge":
+        for entry in os.listdir(side):
+            if not _kept_out(entry, directory):
+                os.rename(os.path.join(side, entry), os.path.join(directory, entry))
+    shutil.rmtree(side, ignore_errors=True)
+
+
+def _kept_out(name, folder):
+    """Whether the old folder's entry `name` stays out of the new `folder`: replaced there, or old weights beside new
+    ones (an older save's shards or index would shadow them)."""
+    if os.path.lexists(os.path.join(folder, name)):
+        return True
+    return bool(_WEIGHT_FILE.fullmatch(name)) and any(_WEIGHT_FILE.fullmatch(n) for n in os.listdir(folder))
+
+
+def _recover(directory):
+    """Finish or undo whatever a killed save of `directory` left beside it (the caller holds the lock)."""
+    parent, name = os.path.split(directory)
+    prefix = f".{name}.embgpt-"
+    for entry in sorted(os.listdir(parent)):
+        existing, _, inode = entry[len(prefix) :].partition("-")
+        if not entry.startswith(prefix) or existing == "lock":
+            continue
+        path = os.path.join(parent, entry)
+        if existing in ("merge", "replace", "refuse") and str(os.stat(path).st_ino) != inode:  # the old folder
+            if not os.path.exists(directory):
+                os.rename(path, directory)  # killed between the two renames of a swap: the old folder goes back
+            else:
+                _finish(path, directory, existing)
+        shutil.rmtree(path, ignore_errors=True)  # a save never swapped in, or what the old folder kept out
+    if os.path.isdir(directory):  # in-place saves stage inside the folder
+        for entry in os.listdir(directory):
+            if entry.startswith(prefix):
+                shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+
+
+def _exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system can't."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # a file system without exchange (e.g. NFS)
+        return False
+    raise OSError(error, os.strerror(error), b)
+
+
+def _move_in(staging, directory, existing):
+    """The non-atomic fallback: move each file in with os.replace, config.json last, then drop old weights."""
+    written = os.listdir(staging)
+    for name in sorted(written, key=lambda name: name == "config.json"):
+        os.replace(os.path.join(staging, name), os.path.join(directory, name))
+    ours = f".{os.path.basename(directory)}.embgpt-"  # the staging folder and perhaps the lock
+    for entry in os.scandir(directory):
+        if entry.name not in written and not entry.name.startswith(ours):
+            if existing == "replace" and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            elif existing == "replace" or _WEIGHT_FILE.fullmatch(entry.name):
+                os.remove(entry.path)
+
+
+@contextlib.contextmanager
+def _folder_lock(directory, timeout):
+    """Hold `directory`'s lock file against other processes (re-entrant within a thread).
+
+    The kernel drops a killed holder's lock, so a stale lock file is taken over at once; a waiter gives up after
+    `timeout` seconds with an error naming the holder's pid.
+    """
+    parent, name = os.path.split(directory)
+    path = os.path.join(parent if os.access(parent, os.W_OK) else directory, f".{name}.embgpt-lock")
+    key = (path, threading.get_ident())
+    if key in _LOCKS_HELD:
+        yield
+        return
+    deadline, waiting = time.monotonic() + timeout, False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # the lock counts only while `path` is still this file: a finishing holder unlinks it
+        if _try_lock(fd) and os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
+            break
+        holder = _lock_holder(fd)
+        os.close(fd)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{directory} is being saved by process {holder} (lock {path}); waited {timeout:g} s")
+        if not waiting:
+            logger.warning("waiting for process %s, which is saving %s", holder, directory)
+            waiting = True
+        time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _LOCKS_HELD.add(key)
+    try:
+        yield
+    finally:
+        _LOCKS_HELD.discard(key)
+        with contextlib.suppress(OSError):  # Windows can't remove an open file; the next holder reuses it
+            os.remove(path)
+        os.close(fd)
+
+
+def _lock_holder(fd):
+    try:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    except OSError:  # Windows refuses to read a locked byte
+        return "unknown"
+
+
+def _try_lock(fd):
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
         return False
 
 

@@ -13,6 +13,7 @@ Every `TrainingArguments` field is a flag too (`--bf16`, `--gradient_checkpointi
 (see scripts/accelerate/); only rank 0 writes.
 """
 
+import contextlib
 import gc
 import json
 import logging
@@ -24,12 +25,12 @@ import time
 import torch
 
 from .configuration_embgpt import PRESETS
-from .formats.common import atomic_file, save_tokenizer
+from .formats.common import atomic_file, folder_lock, save_tokenizer
 from .formats.provenance import write_provenance
 from .hub import push_to_hub
 from .training import data as data_lib
 from .training.arguments import TRAIN_PRESETS, parse_args
-from .training.checkpoints import last_complete_checkpoint
+from .training.checkpoints import clear_folder, resume_point, trainer_state
 from .training.recipe import add_lora, build_model, flops_per_token, non_embedding_params, trainer_class
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def write_json(obj, path):
 
 def train(argv=None, callbacks=None):
     """Run `embgpt train` with `argv`; returns a results dict (losses, perplexity, samples, timings)."""
-    from transformers import AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, TrainerState, set_seed
 
     model_args, data_args, run_args, args = parse_args(argv)
     if not args.should_log:  # ranks other than 0 report only problems
@@ -108,9 +109,17 @@ def train(argv=None, callbacks=None):
         raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN first")
     set_seed(args.seed)
 
-    checkpoint = last_complete_checkpoint(args.output_dir) if run_args.resume else None
-    if run_args.resume and checkpoint is None:
-        logger.warning("--resume: no complete checkpoint in %s; starting from scratch", args.output_dir)
+    checkpoint = resume_point(args.output_dir, run_args.resume, run_args.overwrite_output_dir)
+    if run_args.overwrite_output_dir and os.path.isdir(args.output_dir):
+        with args.main_process_first(local=False, desc="clearing output_dir"):
+            if args.process_index == 0:
+                clear_folder(args.output_dir)
+    finished = False
+    if checkpoint is not None:
+        state = trainer_state(checkpoint)
+        # a run that reached max_steps has nothing left to train: Trainer would still take a step
+        finished = state["global_step"] >= (args.max_steps if args.max_steps > 0 else state["max_steps"])
+        logger.info("resuming from %s (step %d)", checkpoint, state["global_step"])
 
     with args.main_process_first(desc="data"):
         raw = data_lib.load_text(
@@ -158,11 +167,24 @@ def train(argv=None, callbacks=None):
         block_size=block_size,
     )
     started = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    if finished:
+        logger.info(
+            "%s already reached max_steps (step %d): nothing to train; its weights are evaluated and saved",
+            checkpoint, state["global_step"],
+        )  # fmt: skip
+        trainer._load_from_checkpoint(checkpoint)  # what train(resume_from_checkpoint=...) loads the weights with
+        trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        train_loss = None
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=checkpoint).training_loss
     train_seconds = time.perf_counter() - started
     metrics = trainer.evaluate()
+    # Trainer's own train loss covers only the steps since a resume; the run's logs cover all of it
+    logged_loss, last_logged = whole_run_train_loss(trainer.state.log_history)
     results = {
-        "train_loss": train_output.training_loss,
+        "train_loss": train_loss if logged_loss is None else logged_loss,
+        "train_loss_steps": [1, trainer.state.global_step if logged_loss is None else last_logged],
+        "nothing_to_train": finished,
         "eval_loss": metrics["eval_loss"],
         "eval_perplexity": metrics["eval_perplexity"],
         "train_seconds": train_seconds,
@@ -171,6 +193,28 @@ def train(argv=None, callbacks=None):
         "main_process": trainer.is_world_process_zero(),
         "log_history": trainer.state.log_history,
     }
+    # another process saving into output_dir waits until the model, tokenizer, state and results are all in
+    with folder_lock(args.output_dir) if trainer.is_world_process_zero() else contextlib.nullcontext():
+        save_final(trainer, tokenizer, args, model_args, data_args, run_args, argv, results)
+    if args.push_to_hub:
+        push_trained(trainer, args, results.get("merged_dir"))
+    return results
+
+
+def whole_run_train_loss(log_history):
+    """(mean train loss over the run's logged steps, the last of them), resumed or not; (None, None) without logs.
+
+    Each logged loss is the mean over the steps since the one before, so they weigh by those steps.
+    """
+    total, previous = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry["step"] > previous:
+            total, previous = total + entry["loss"] * (entry["step"] - previous), entry["step"]
+    return (total / previous, previous) if previous else (None, None)
+
+
+def save_final(trainer, tokenizer, args, model_args, data_args, run_args, argv, results):
+    """The finished run's folder: model (or adapter), tokenizer, samples, loss curve, results, state, provenance."""
     trainer.save_model(args.output_dir)  # model (or adapter) + tokenizer, rank 0 only
     # sharded weights (FSDP, DeepSpeed) would need every rank in each forward: sample only from whole models
     sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False)
@@ -190,9 +234,6 @@ def train(argv=None, callbacks=None):
         write_json({k: v for k, v in results.items()}, os.path.join(args.output_dir, "train_results_embgpt.json"))
         trainer.save_state()  # trainer_state.json: the model card's metrics come from it
         record_provenance(args.output_dir, model_args, data_args, argv, results.get("merged_dir"))
-    if args.push_to_hub:
-        push_trained(trainer, args, results.get("merged_dir"))
-    return results
 
 
 def _hub_token():
@@ -203,6 +244,7 @@ def _hub_token():
 
 def record_provenance(output_dir, model_args, data_args, argv, merged_dir=None):
     """What the model card says of this run: the base model, the data and the command."""
+
     def shown(arg):  # the card is public: local paths by their last component only
         return os.path.basename(os.path.normpath(arg)) if os.path.isabs(arg) or os.path.exists(arg) else arg
 
@@ -253,9 +295,12 @@ def main(argv=None):
     results = train(argv)
     end_distributed()
     if results["main_process"]:
-        print(f"\ntrain loss {results['train_loss']:.4f} | eval loss {results['eval_loss']:.4f} | "
-              f"perplexity {results['eval_perplexity']:.2f} | {results['global_step']} steps in "
-              f"{results['train_seconds']:.1f} s")  # fmt: skip
+        first, last = results["train_loss_steps"]
+        trained = f"train loss {results['train_loss'] or float('nan'):.4f} (mean of steps {first}-{last})"
+        if results["nothing_to_train"]:
+            trained = f"nothing to train: {results['resumed_from']} had reached max_steps | {trained}"
+        print(f"\n{trained} | eval loss {results['eval_loss']:.4f} | perplexity {results['eval_perplexity']:.2f} | "
+              f"{results['global_step']} steps in {results['train_seconds']:.1f} s")  # fmt: skip
         for i, text in enumerate(results.get("samples", [])):
             print(f"\n--- sample {i + 1} ---\n{text}")
     return 0

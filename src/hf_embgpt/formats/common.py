@@ -3,14 +3,13 @@ a state dict, GPT-2's special tokens, tokenizers that travel with checkpoints, a
 
 import contextlib
 import os
-import shutil
 import tempfile
 import uuid
 
 import torch
 
 from ..configuration_embgpt import EmbGPTConfig
-from ..modeling_embgpt import EmbGPTForCausalLM, _atomic_folder
+from ..modeling_embgpt import SAVE_LOCK_TIMEOUT, EmbGPTForCausalLM, _atomic_folder, _folder_lock
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
@@ -104,9 +103,22 @@ def atomic_file(path):
             os.remove(temp)
 
 
-def atomic_folder(path):
-    """Stage a folder beside `path` and move its files in on success (no half-written destination)."""
-    return _atomic_folder(path)
+def atomic_folder(path, existing="merge"):
+    """Stage a folder beside `path` and swap it in whole, under the folder's lock (no reader ever sees a mix).
+
+    existing: "merge" keeps the folder's other files (a model saved beside its tokenizer), "replace" drops them,
+    "refuse" raises FileExistsError when the folder is not empty. The machinery is the model file's own, so that
+    remote-code users get it too.
+    """
+    return _atomic_folder(path, existing)
+
+
+def folder_lock(path):
+    """Keep other processes from saving into folder `path` (they wait) while several writes go in one by one."""
+    path = os.path.realpath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return _folder_lock(path, SAVE_LOCK_TIMEOUT)
+
 
 def load_tokenizer(path):
     """A tokenizer from a folder or Hub id; a bare GPT-2 BPE folder (vocab.json + merges.txt) works too."""
@@ -144,13 +156,6 @@ def find_tokenizer(path, fmt=None):
 
 
 def save_tokenizer(tokenizer, directory):
-    """`tokenizer.save_pretrained(directory)`, staged in a sibling temp folder and moved in file by file."""
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tokenizer.", dir=os.path.dirname(directory))
-    try:
-        for name in tokenizer.save_pretrained(staging):
-            if os.path.isfile(name):
-                os.replace(name, os.path.join(directory, os.path.basename(name)))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """`tokenizer.save_pretrained(directory)`, swapped in whole beside the folder's other files (see atomic_folder)."""
+    with atomic_folder(directory) as staging:
+        tokenizer.save_pretrained(staging)

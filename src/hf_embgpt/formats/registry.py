@@ -99,6 +99,17 @@ def read_checkpoint(path, fmt=None):
     return model_from_state_dict(config, state_dict, source=path), fmt
 
 
+def existing_output(destination, fmt):
+    """What `write_checkpoint` would replace: `destination` as a folder that is not empty, or the file it would
+    write (nanoGPT's ckpt.pt, llm.c's .bin); None when there is nothing."""
+    destination = os.fspath(destination)
+    if fmt == "nanogpt" and os.path.isdir(destination):
+        destination = os.path.join(destination, "ckpt.pt")
+    if os.path.isdir(destination):
+        return destination if os.listdir(destination) else None
+    return destination if os.path.exists(destination) else None
+
+
 def _detect_quietly(path):
     try:
         return detect_format(path)
@@ -106,13 +117,15 @@ def _detect_quietly(path):
         return None
 
 
-def write_checkpoint(model, destination, fmt, tokenizer=None, provenance=None, llmc_dtype="float32"):
+def write_checkpoint(model, destination, fmt, tokenizer=None, provenance=None, llmc_dtype="float32", overwrite=False):
     """Write `model` to `destination` in format `fmt`; folders get the tokenizer and a provenance record.
 
-    A write that the disk refuses (full, read-only, no permission) raises an OSError naming `destination`.
+    A destination that exists (a file, or a folder that is not empty) is refused unless `overwrite`; a folder is
+    then replaced as a whole, so no file of another model stays beside the new one. A write that the disk refuses
+    (full, read-only, no permission) raises an OSError naming `destination`.
     """
     try:
-        _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype)
+        _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype, overwrite)
     except (OSError, RuntimeError, SafetensorError) as error:
         reason = _system_refusal(error)
         if reason is None:
@@ -135,23 +148,26 @@ def _system_refusal(error):
     return None
 
 
-def _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype):
+def _write_checkpoint(model, destination, fmt, tokenizer, provenance, llmc_dtype, overwrite):
     config, state_dict = model.config, model.state_dict()
-    if fmt in ("embgpt", "gpt2"):
-        with atomic_folder(destination) as staging:
+    if fmt in ("embgpt", "gpt2", "tf"):
+        with atomic_folder(destination, "replace" if overwrite else "refuse") as staging:
             if fmt == "embgpt":
                 model.save_pretrained(staging)
-            else:
+            elif fmt == "gpt2":
                 gpt2.write_gpt2(config, state_dict, staging, model.generation_config)
-            if tokenizer is not None:
+            else:
+                tf.write_tf(config, state_dict, staging)
+            if tokenizer is not None and fmt != "tf":
                 tokenizer.save_pretrained(staging)
-            if provenance:
+            if provenance and fmt != "tf":
                 write_provenance(staging, **provenance)
-    elif fmt == "nanogpt":
-        nanogpt.write_nanogpt(config, state_dict, destination)
-    elif fmt == "llmc":
-        llmc.write_llmc(config, state_dict, destination, dtype=llmc_dtype)
-    elif fmt == "tf":
-        tf.write_tf(config, state_dict, destination)
-    else:
+        return
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not overwrite and (existing := existing_output(destination, fmt)):
+        raise FileExistsError(f"{existing} exists; pass --overwrite (overwrite=True) to replace it")
+    if fmt == "nanogpt":
+        nanogpt.write_nanogpt(config, state_dict, destination)
+    else:
+        llmc.write_llmc(config, state_dict, destination, dtype=llmc_dtype)

@@ -94,6 +94,9 @@ class DataArguments:
 @dataclass
 class RunArguments:
     resume: bool = field(default=False, metadata={"help": "continue from the last complete checkpoint in output_dir"})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "clear a non-empty output_dir and start over (without it, it is refused)"}
+    )
     lr_schedule: str = field(
         default="nanogpt",
         metadata={

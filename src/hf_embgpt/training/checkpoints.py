@@ -4,16 +4,20 @@ import json
 import logging
 import os
 import re
-
-import torch
+import shutil
+import zipfile
 
 logger = logging.getLogger(__name__)
 
 
 def checkpoint_is_complete(folder):
-    """True when `folder` holds everything Trainer writes, each file readable: the trainer state (written last, with
+    """True when `folder` holds everything Trainer writes, each file whole: the trainer state (written last, with
     the folder's step), the weights (full, adapter, or FSDP/DeepSpeed shards), the optimizer, the scheduler, the RNG
-    state. A process killed mid-save leaves a folder that fails one of these."""
+    state. A process killed mid-save leaves a folder that fails one of these.
+
+    Nothing is unpickled: torch's files are zip archives whose directory is written last, so a cut-off file shows
+    without reading the optimizer, which Trainer reads anyway when it resumes.
+    """
     from safetensors import safe_open
 
     step = re.search(r"checkpoint-(\d+)$", folder.rstrip("/"))
@@ -35,13 +39,64 @@ def checkpoint_is_complete(folder):
                 with safe_open(os.path.join(folder, name), "pt") as f:
                     for key in f.keys():
                         f.get_slice(key)
-        for name in ("optimizer.pt", "scheduler.pt"):
-            if name in names:
-                torch.load(os.path.join(folder, name), map_location="cpu", weights_only=True)
+        for name in names:
+            if name.endswith((".pt", ".pth")) and not _torch_file_is_whole(os.path.join(folder, name)):
+                raise ValueError(f"{name} is cut short")
         return True
-    except Exception as e:  # noqa: BLE001 - json, pickle and safetensors raise assorted errors on truncated files
+    except Exception as e:  # noqa: BLE001 - json, zip and safetensors raise assorted errors on truncated files
         logger.warning("checkpoint %s is incomplete or unreadable (%s: %s)", folder, type(e).__name__, e)
         return False
+
+
+def _torch_file_is_whole(path):
+    """Whether a `torch.save` file is all there: its zip directory reads and no entry runs past the end."""
+    size = os.path.getsize(path)
+    with zipfile.ZipFile(path) as archive:  # BadZipFile when the directory at the end is missing
+        return all(entry.header_offset + entry.compress_size <= size for entry in archive.infolist())
+
+
+def trainer_state(checkpoint):
+    """The `trainer_state.json` of a checkpoint folder, as a dict."""
+    with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+        return json.load(f)
+
+
+def resume_point(output_dir, resume, overwrite_output_dir):
+    """The checkpoint a run continues from (None: a fresh run), by run_clm.py's rules for `output_dir`.
+
+    A folder that is not empty is never trained into afresh by accident: without `resume` it needs
+    `overwrite_output_dir` (the caller then clears it); with `resume` it must hold a complete checkpoint, so a
+    mistyped path or a run whose checkpoints are all broken stops rather than starting over. A missing or empty
+    folder starts a fresh run either way, so a job script may always pass --resume.
+    """
+    if resume and overwrite_output_dir:
+        raise ValueError("--resume continues the run in --output_dir and --overwrite_output_dir clears it: choose one")
+    in_use = os.path.isdir(output_dir) and bool(os.listdir(output_dir))
+    if not resume:
+        if in_use and not overwrite_output_dir:
+            raise FileExistsError(
+                f"--output_dir {output_dir} is not empty; pass --resume to continue its run, or "
+                f"--overwrite_output_dir to start over and clear it"
+            )
+        return None
+    checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is None and in_use:
+        raise FileNotFoundError(
+            f"--resume: {output_dir} holds no complete checkpoint-N folder; check the path, or start over there "
+            f"with --overwrite_output_dir instead of --resume"
+        )
+    if checkpoint is None:
+        logger.info("--resume: %s is empty; starting a fresh run", output_dir)
+    return checkpoint
+
+
+def clear_folder(folder):
+    """Remove everything inside `folder` (the folder itself stays: it may be a mount point)."""
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
 
 
 def last_complete_checkpoint(output_dir):

@@ -154,6 +154,11 @@ def trainer_class():
                         logs["mfu_percent"] = 100 * self.flops_per_token * tokens / (now - then) / peak
             return super().log(logs, *args, **kwargs)
 
+        def _issue_warnings_after_load(self, load_result):
+            # the tied head is saved once, as transformer.wte.weight: not a missing key on resume
+            load_result.missing_keys[:] = [k for k in load_result.missing_keys if not k.endswith("lm_head.weight")]
+            super()._issue_warnings_after_load(load_result)
+
     return EmbGPTTrainer
 
 

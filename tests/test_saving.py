@@ -1,0 +1,375 @@
+"""Saves are all or nothing and one writer at a time: `save_pretrained`, `embgpt convert` and the folder writers.
+
+kill -9 at any point of a save, two processes saving into one folder, a destination that holds another model, and
+the order in which a save's files become visible, each checked against the two models involved, tensor by tensor.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import hf_embgpt.modeling_embgpt as modeling
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
+from hf_embgpt.convert import main as convert_main
+from hf_embgpt.formats.registry import write_checkpoint
+
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+# two models that can't be mistaken for each other: an old one saved in shards, a new deeper one saved whole
+MODELS = """
+import os
+import torch
+from transformers.utils import logging
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
+
+torch.set_num_threads(1)
+logging.disable_progress_bar()  # tqdm's lock is shared with forked children: one killed holding it blocks us
+logging.set_verbosity_error()
+
+def tiny(n_layer, seed):
+    torch.manual_seed(seed)
+    config = EmbGPTConfig(vocab_size=256, n_layer=n_layer, n_head=2, n_embd=32, block_size=16, bos_token_id=None,
+                          eos_token_id=None)
+    return EmbGPTForCausalLM(config)
+
+OLD, NEW = tiny(2, 0), tiny(3, 1)
+SHARDED = dict(max_shard_size="20KB")
+
+def which(folder):
+    '''"old" or "new" when `folder` loads and equals that model exactly, else what went wrong.'''
+    try:
+        loaded = EmbGPTForCausalLM.from_pretrained(folder)
+    except Exception as e:
+        return f"unloadable: {type(e).__name__}: {e}"
+    model = {2: OLD, 3: NEW}.get(loaded.config.n_layer)
+    if model is None:
+        return f"n_layer {loaded.config.n_layer}"
+    ours, theirs = loaded.state_dict(), model.state_dict()
+    if ours.keys() != theirs.keys() or not all(torch.equal(ours[k], theirs[k]) for k in ours):
+        return "mixed weights"
+    return "old" if model is OLD else "new"
+
+def leftovers(folder):
+    parent, name = os.path.split(os.path.abspath(folder))
+    return sorted(n for n in os.listdir(parent) if n.startswith(f".{name}.embgpt-"))
+"""
+
+
+def tiny(n_layer=2, seed=0):
+    torch.manual_seed(seed)
+    config = EmbGPTConfig(
+        vocab_size=256, n_layer=n_layer, n_head=2, n_embd=32, block_size=16, bos_token_id=None, eos_token_id=None
+    )
+    return EmbGPTForCausalLM(config)
+
+
+def files(folder):
+    """{name: bytes} of the files at the top of `folder`; None when it does not exist."""
+    if not os.path.isdir(folder):
+        return None
+    return {e.name: open(e.path, "rb").read() for e in os.scandir(folder) if e.is_file()}
+
+
+def equal_weights(a, b):
+    a, b = a.state_dict(), b.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run_script(script, *args, timeout=120):
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, env=SUBPROCESS_ENV,
+        timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- 2. a destination that holds another model
+
+
+def test_convert_refuses_a_folder_holding_another_model_and_overwrite_replaces_it_whole(tmp_path):
+    source, fresh, destination = tmp_path / "source", tmp_path / "fresh", tmp_path / "destination"
+    tiny(2, 0).save_pretrained(source)
+    tiny(3, 1).save_pretrained(destination, max_shard_size="20KB")
+    for name in ("tokenizer.json", "trainer_state.json", "train_results_embgpt.json", "loss_curve.png"):
+        (destination / name).write_text("the old run's")
+    before = files(destination)
+
+    with pytest.raises(FileExistsError, match=rf"{destination}.*--overwrite"):
+        convert_main([str(source), str(destination), "--to", "embgpt"])
+    assert files(destination) == before
+
+    convert_main([str(source), str(destination), "--to", "embgpt", "--overwrite"])
+    convert_main([str(source), str(fresh), "--to", "embgpt"])  # the reference: the same conversion into no folder
+    assert sorted(os.listdir(destination)) == sorted(os.listdir(fresh))
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(destination), tiny(2, 0))
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+@pytest.mark.parametrize("fmt, name", [("nanogpt", "ckpt.pt"), ("llmc", "model.bin")])
+def test_file_outputs_are_refused_unless_overwrite(tmp_path, fmt, name):
+    path = tmp_path / name
+    path.write_bytes(b"another model")
+    with pytest.raises(FileExistsError, match=rf"{path} exists; pass --overwrite"):
+        write_checkpoint(tiny(), tmp_path if fmt == "nanogpt" else path, fmt)
+    assert path.read_bytes() == b"another model"
+    write_checkpoint(tiny(), tmp_path if fmt == "nanogpt" else path, fmt, overwrite=True)
+    assert path.read_bytes() != b"another model"
+
+
+# ---- 3. kill -9 during a save
+
+KILL_LOOP = (
+    MODELS
+    + """
+import json, os, random, shutil, signal, sys, time
+
+folder, rounds = sys.argv[1], int(sys.argv[2])
+OLD.save_pretrained(folder, **SHARDED)
+
+def forked_save_seconds():  # what a save takes in a forked child, which first copies the pages it touches
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        NEW.save_pretrained(folder)
+        OLD.save_pretrained(folder, **SHARDED)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return (time.perf_counter() - started) / 2
+
+seconds = (forked_save_seconds() + forked_save_seconds()) / 2
+rng, seen = random.Random(0), ["old"]
+for _ in range(rounds):
+    pid = os.fork()
+    if pid == 0:  # saves the model the folder does not hold, then the other, ... until killed
+        saves = [(NEW, {}), (OLD, SHARDED)][:: 1 if seen[-1] == "old" else -1]
+        while True:
+            for model, kwargs in saves:
+                model.save_pretrained(folder, **kwargs)
+    time.sleep(rng.uniform(0, 1.5 * seconds))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    seen.append(which(folder))
+stale = leftovers(folder)
+NEW.save_pretrained(folder)
+print(json.dumps(dict(seen=seen[1:], stale=stale, after_next_save=leftovers(folder), last=which(folder))))
+"""
+)
+
+
+def test_kill_9_at_random_points_of_saves_leaves_the_old_or_the_new_model(tmp_path):
+    result = run_script(KILL_LOOP, tmp_path / "model", 20)
+    assert set(result["seen"]) <= {"old", "new"}, result["seen"]
+    assert "old" in result["seen"] and "new" in result["seen"], "kills landed on both sides of the swap"
+    assert result["stale"], "no kill landed inside a save: the test proved nothing"
+    assert result["after_next_save"] == [] and result["last"] == "new"
+
+
+# A kill before each file-system step of a save in turn (the child exits at step k, skipping every cleanup), with
+# Linux's exchange and with the two-rename fallback; the old folder also holds a tokenizer and a subfolder, which a
+# save must keep.
+KILL_AT_EVERY_STEP = (
+    MODELS
+    + """
+import json, os, shutil, sys
+import hf_embgpt.modeling_embgpt as modeling
+
+folder, results = sys.argv[1], {}
+for mode in ("exchange", "fallback"):
+    seen = []
+    for k in range(1, 200):
+        shutil.rmtree(folder, ignore_errors=True)
+        OLD.save_pretrained(folder, **SHARDED)
+        os.makedirs(os.path.join(folder, "checkpoint-1"))
+        for name in ("tokenizer.json", "checkpoint-1/optimizer.pt"):
+            open(os.path.join(folder, name), "w").write(name)
+        pid = os.fork()
+        if pid == 0:
+            steps = iter(range(1, 10**6))
+            def dies_at_k(f):
+                def step(*args, **kwargs):
+                    if next(steps) == k:
+                        os._exit(9)
+                    return f(*args, **kwargs)
+                return step
+            for name in ("rename", "replace", "link", "remove", "unlink"):
+                setattr(os, name, dies_at_k(getattr(os, name)))
+            shutil.rmtree = dies_at_k(shutil.rmtree)
+            modeling._exchange = dies_at_k(modeling._exchange if mode == "exchange" else lambda a, b: False)
+            NEW.save_pretrained(folder)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        before_recovery = which(folder)
+        with modeling._atomic_folder(folder):  # writes nothing: only the recovery of the killed save runs
+            pass
+        kept = [open(os.path.join(folder, n)).read() for n in ("tokenizer.json", "checkpoint-1/optimizer.pt")]
+        seen.append([before_recovery, which(folder), kept == ["tokenizer.json", "checkpoint-1/optimizer.pt"]])
+        if os.WEXITSTATUS(status) == 0:
+            break
+    results[mode] = dict(seen=seen, leftovers=leftovers(folder))
+print(json.dumps(results))
+"""
+)
+
+
+def test_kill_before_every_step_of_a_save_leaves_the_old_or_the_new_model(tmp_path):
+    results = run_script(KILL_AT_EVERY_STEP, tmp_path / "model")
+    for mode, result in results.items():
+        seen = result["seen"]
+        assert len(seen) > 5 and seen[-1][:2] == ["new", "new"], (mode, seen)
+        assert all(recovered in ("old", "new") and kept for _, recovered, kept in seen), (mode, seen)
+        assert result["leftovers"] == []
+        assert "old" in [recovered for _, recovered, _ in seen]  # some kills came before the swap
+    # with the exchange a reader never finds anything else, even before the next save recovers
+    assert all(before in ("old", "new") for before, _, _ in results["exchange"]["seen"])
+
+
+# ---- 4. two writers
+
+
+WRITER = (
+    MODELS
+    + """
+import os, sys, time
+folder, sync, me, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+model = OLD if me == "old" else NEW
+for r in range(rounds):
+    while not os.path.exists(os.path.join(sync, f"go-{r}")):
+        time.sleep(0.002)
+    model.save_pretrained(folder, **SHARDED)
+    open(os.path.join(sync, f"done-{me}-{r}"), "w").close()
+print("{}")
+"""
+)
+
+
+def test_two_processes_saving_into_one_folder_never_mix(tmp_path):
+    folder, sync, rounds = tmp_path / "model", tmp_path / "sync", 5
+    sync.mkdir()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(sync), me, str(rounds)],
+            env=SUBPROCESS_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for me in ("old", "new")
+    ]
+    writer_models, seen = {"old": tiny(2, 0), "new": tiny(3, 1)}, []
+    for r in range(rounds):
+        (sync / f"go-{r}").touch()
+        deadline = time.monotonic() + 60
+        while not all((sync / f"done-{me}-{r}").exists() for me in ("old", "new")):
+            assert time.monotonic() < deadline and all(w.poll() is None for w in writers), "a writer failed"
+            time.sleep(0.01)
+        loaded = EmbGPTForCausalLM.from_pretrained(folder)
+        seen.append(next((name for name, model in writer_models.items() if equal_weights(loaded, model)), "mixed"))
+    for writer in writers:
+        assert writer.wait(60) == 0, writer.stderr.read()[-3000:]
+    assert set(seen) <= {"old", "new"}, seen
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+LOCK_HOLDER = """
+import sys, time
+from hf_embgpt.formats.common import folder_lock
+with folder_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_writer_waits_names_the_holder_and_takes_over_a_dead_ones_lock(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(folder)], env=SUBPROCESS_ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(modeling, "SAVE_LOCK_TIMEOUT", 0.5)
+        with pytest.raises(TimeoutError, match=rf"{folder} is being saved by process {holder.pid} "):
+            tiny().save_pretrained(folder)
+        assert not folder.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (tmp_path / ".model.embgpt-lock").read_text().strip() == str(holder.pid)  # the dead holder's lock file
+    tiny().save_pretrained(folder)  # taken over at once: the kernel dropped the dead process's lock
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny())
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+# ---- issue 15: the order in which a save becomes visible, observed
+
+
+def observe(monkeypatch, folder):
+    """Record `files(folder)` after every file-system step that could change it."""
+    states = []
+
+    def watching(f):
+        def step(*args, **kwargs):
+            result = f(*args, **kwargs)
+            states.append(files(folder))
+            return result
+
+        return step
+
+    for name in ("rename", "replace", "link", "remove", "unlink"):
+        monkeypatch.setattr(os, name, watching(getattr(os, name)))
+    monkeypatch.setattr(shutil, "rmtree", watching(shutil.rmtree))
+    monkeypatch.setattr(modeling, "_exchange", watching(modeling._exchange))
+    return states
+
+
+def test_readers_see_the_old_files_then_the_new_ones_never_a_mix(tmp_path, monkeypatch):
+    folder, fresh = tmp_path / "model", tmp_path / "fresh"
+    tiny(2, 0).save_pretrained(folder, max_shard_size="20KB")
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "checkpoint-1").mkdir()
+    old = files(folder)
+    tiny(3, 1).save_pretrained(fresh)
+    new = {**files(fresh), "tokenizer.json": b"{}"}  # the new model's own files, and the folder's other files
+
+    states = observe(monkeypatch, folder)
+    tiny(3, 1).save_pretrained(folder)
+    monkeypatch.undo()
+    assert all(state in (old, new) for state in states), [sorted(s or ()) for s in states]
+    assert states[-1] == new and new in states
+    assert states.index(new) > max(i for i, state in enumerate(states) if state == old)  # one switch, old to new
+    assert (folder / "checkpoint-1").is_dir()
+
+
+def test_where_no_swap_is_possible_files_move_in_with_config_json_last(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    tiny(2, 0).save_pretrained(folder, max_shard_size="20KB")
+    monkeypatch.setattr(os.path, "ismount", lambda path: os.fspath(path) == str(folder))  # e.g. a mounted volume
+    moved_in = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moved_in.append(os.path.relpath(b, folder)), replace(a, b))[1])
+    tiny(3, 1).save_pretrained(folder)
+    monkeypatch.undo()
+    assert moved_in[-1] == "config.json" and "model.safetensors" in moved_in
+    assert sorted(n for n in os.listdir(folder) if n.startswith(("model.", "model-"))) == ["model.safetensors"]
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny(3, 1))
+
+
+def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir(mode=0o750)
+    folder.chmod(0o750)
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "runs").mkdir()
+    tiny().save_pretrained(folder)
+    tiny().save_pretrained(folder)
+    assert {"tokenizer.json", "runs", "config.json", "model.safetensors"} <= set(os.listdir(folder))
+    assert folder.stat().st_mode & 0o777 == 0o750
+    tiny().save_pretrained(tmp_path / "new")
+    (tmp_path / "made").mkdir()
+    assert (tmp_path / "new").stat().st_mode == (tmp_path / "made").stat().st_mode  # the umask's, not mkdtemp's 0700
