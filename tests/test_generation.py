@@ -74,7 +74,7 @@ def test_sharpened_weights_make_greedy_tokens_depend_on_the_attention_scale(make
     noise = (scores - torch.stack(ours_out.scores)).abs().max().item()
     top2 = scores.topk(2, dim=-1).values
     margin = (top2[..., 0] - top2[..., 1]).min().item()
-    print(f"smallest top-1/top-2 logit margin over the greedy steps: {margin:.2e}; largest logit difference: {noise:.2e}")
+    print(f"smallest top-1/top-2 logit margin of the greedy steps: {margin:.2e}; largest logit difference: {noise:.2e}")
     assert margin > 100 * max(noise, 1e-7)  # (float32 rounding of logits of this size is ~1e-7 at least)
     for block in ref.transformer.h:
         block.attn.scaling = 1.0 / block.attn.head_dim
