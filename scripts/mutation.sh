@@ -21,6 +21,9 @@ if [[ "${1:-}" == "-b" || "${1:-}" == "--budget" ]]; then
 fi
 python="${PYTHON:-python}"
 children="${MUTATION_CHILDREN:-1}"
+# mutmut forks a worker per mutant from a process that has run torch: an OpenMP pool inherited across fork can hang
+# the worker without using CPU (so mutmut's CPU-time limit never fires). One thread per process avoids the pool.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
 declare -A PATTERNS=(
     [configuration_embgpt]="hf_embgpt.configuration_embgpt.*"
