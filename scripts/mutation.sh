@@ -21,8 +21,8 @@ if [[ "${1:-}" == "-b" || "${1:-}" == "--budget" ]]; then
 fi
 python="${PYTHON:-python}"
 children="${MUTATION_CHILDREN:-1}"
-# mutmut forks a worker per mutant from a process that has run torch: an OpenMP pool inherited across fork can hang
-# the worker without using CPU (so mutmut's CPU-time limit never fires). One thread per process avoids the pool.
+# mutmut forks a worker per mutant (pyproject.toml: from a fork server); with one OpenMP thread per process no pool
+# crosses a fork (an inherited one can hang a worker without using CPU, below the CPU-time limit that stops it).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
 declare -A PATTERNS=(
