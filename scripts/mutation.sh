@@ -5,7 +5,7 @@
 #
 # MODULE: configuration_embgpt, modeling_embgpt, formats, checkpoints (default: all four). The budget (default 600 s,
 # or $MUTATION_BUDGET) bounds the whole run; mutants not reached in time are reported as "not checked", and the next
-# run resumes where this one stopped (mutmut keeps its results in mutants/ until the sources change).
+# run checks only those (mutmut keeps its results in mutants/; delete the folder to start over).
 # $PYTHON picks the interpreter (default: python); $MUTATION_CHILDREN the parallel test processes (default 1).
 #
 # Prints killed / survived / timed out per run and every surviving mutant's diff. A survivor is either harmless
@@ -21,6 +21,9 @@ if [[ "${1:-}" == "-b" || "${1:-}" == "--budget" ]]; then
 fi
 python="${PYTHON:-python}"
 children="${MUTATION_CHILDREN:-1}"
+# mutmut forks a worker per mutant (pyproject.toml: from a fork server); with one OpenMP thread per process no pool
+# crosses a fork (an inherited one can hang a worker without using CPU, below the CPU-time limit that stops it).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 
 declare -A PATTERNS=(
     [configuration_embgpt]="hf_embgpt.configuration_embgpt.*"
@@ -44,12 +47,34 @@ if ! "$python" -c "import mutmut" 2>/dev/null; then
     exit 2
 fi
 
-echo "mutation testing ${modules[*]} for at most ${budget}s with $python ($children test process(es))"
+# Mutants given by name are always rerun: after a first run, name only those not checked yet, so runs resume
+select_unchecked='
+import fnmatch, sys
+patterns = sys.argv[1:]
+for line in sys.stdin:
+    name, _, status = line.strip().rpartition(": ")
+    if status == "not checked" and any(fnmatch.fnmatch(name, p) for p in patterns):
+        print(name)
+'
+earlier=""
+[[ -d mutants ]] && earlier="$("$python" -m mutmut results --all true 2>/dev/null || true)"
+if [[ -n "$earlier" ]]; then
+    mapfile -t targets < <(printf '%s\n' "$earlier" | "$python" -c "$select_unchecked" "${patterns[@]}")
+    if [[ ${#targets[@]} -eq 0 ]]; then
+        echo "every mutant of ${modules[*]} was checked in an earlier run (delete mutants/ to start over)"
+    fi
+else
+    targets=("${patterns[@]}")
+fi
+
+echo "mutation testing ${modules[*]} (${#targets[@]} targets) for at most ${budget}s with $python ($children test process(es))"
 # SIGINT lets mutmut stop its workers and keep the results it has; SIGKILL 60 s later if it does not
 started=$(date +%s)
 status=0
-timeout --signal=INT --kill-after=60 "$budget" \
-    "$python" -m mutmut run --max-children "$children" "${patterns[@]}" >mutants.log 2>&1 || status=$?
+if [[ ${#targets[@]} -gt 0 ]]; then
+    timeout --signal=INT --kill-after=60 "$budget" \
+        "$python" -m mutmut run --max-children "$children" "${targets[@]}" >mutants.log 2>&1 || status=$?
+fi
 echo "mutmut ran $(($(date +%s) - started))s (exit status $status; its output is in mutants.log)"
 if [[ $status -eq 124 ]]; then
     echo "the budget ran out: the mutants not reached are 'not checked'; run again to continue"
