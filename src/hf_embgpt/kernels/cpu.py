@@ -146,7 +146,7 @@ def _row_chunks(out_features, threads):
 _CHOICES = {}  # key -> kernel name; in-process
 _CHOICES_LOCK = threading.Lock()
 _MARGIN = 0.05  # a fast kernel must beat plain F.linear by 5%: noise must not pick a kernel that is not faster
-_TIMED_RUNS = 3
+_TIMED_RUNS = 5
 _MEASURED_ROWS = 256  # input rows per measured call, and
 _MEASURED_MACS = 2**26  # multiply-adds (~2 ms at 2 threads): the weight's rows are cut to fit
 _MEASURED_GEMV_ELEMENTS = 2**23  # a one-row call streams the weight: up to 32 MiB of it, past most caches
