@@ -62,8 +62,6 @@ def test_training_forward_builds_no_cache_unless_asked():
     assert isinstance(cache_of(model.eval()(ids)), DynamicCache)
 
 
-
-
 def test_a_loss_function_set_by_the_user_gets_one_call_with_the_labels():
     model = tiny_model(block_size=320)
     ids = torch.randint(0, 300, (2, 300))  # 600 positions: ForCausalLMLoss would run in 4 chunks

@@ -223,7 +223,7 @@ def _choose(key, names, weight, bias):
 
 
 def _measure(key, names, weight, bias):
-    """Seconds per call of each kernel on this key's shape (cut to ~1 ms of work), best of a few interleaved runs.
+    """Seconds per call of each kernel on this key's shape (cut to a few ms of work), best of interleaved runs.
 
     Runs in a thread of its own: grad mode, autocast, saved-tensor hooks (activation checkpointing) and dispatch modes
     are per thread, so the caller's (a checkpointed region, a FLOP counter) neither see the measurement nor change it.
