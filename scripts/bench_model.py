@@ -1,7 +1,10 @@
-"""EmbGPT against transformers' GPT2LMHeadModel on the same weights, side by side in one process.
+"""EmbGPT, plain and with the CPU layer, against transformers' GPT2LMHeadModel on the same weights, in one process.
 
-For one set of random weights (GPT-2 124M shape by default, fp32, torch threads = cores) this measures, interleaving
-the two models (A B A B ...) after a warm-up, and reports medians, min-max and ratios:
+Three models: GPT2LMHeadModel (sdpa), EmbGPT as loaded (plain PyTorch), and EmbGPT after
+`hf_embgpt.kernels.optimize` (kernels chosen by measurement on this machine, recomputed activations). For one set of
+random weights (GPT-2 124M shape by default, fp32, torch threads = cores) this measures, interleaving the models
+(A B C A B C ...) after a warm-up, and reports medians, min-max and ratios to GPT2LMHeadModel (`speedup`: plain
+EmbGPT; `speedup_optimized`: EmbGPT with the CPU layer):
 
 - training step (forward + backward + fused AdamW) tokens/s at batch 4 x 256 and 1 x 1024, and each model's MFU
   (nanoGPT's FLOP formula) against the machine's fp32 matmul peak, measured in the same run;
@@ -15,7 +18,7 @@ glibc returns large freed blocks to the OS, so every training step re-faults its
 pages; `--malloc system` keeps glibc's defaults. These settings only take effect at process start, hence the
 re-exec; a training launcher can set the same variable (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`).
 
-    python scripts/bench_model.py --out bench.json          # full run (~10 minutes on 2 cores)
+    python scripts/bench_model.py --out bench.json          # full run (~15 minutes on 2 idle cores)
     python scripts/bench_model.py --quick --out quick.json  # tiny model, seconds: a smoke test
 """
 
@@ -35,7 +38,7 @@ from transformers import GPT2LMHeadModel
 
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
 from hf_embgpt.formats.gpt2 import gpt2_config_from
-from hf_embgpt.kernels.cpu import _ONEDNN_LINEAR, optimize
+from hf_embgpt.kernels.cpu import _ONEDNN_LINEAR, chosen_kernels, optimize
 from hf_embgpt.modeling_embgpt import state_dict_from_gpt2
 from hf_embgpt.training.recipe import flops_per_token, non_embedding_params
 
@@ -49,8 +52,8 @@ MALLOC = {
     "system": {},
 }
 MALLOC_VARS = {name for settings in MALLOC.values() for name in settings}
-MODELS = ("gpt2", "embgpt")
-LABELS = {"gpt2": "GPT2LMHeadModel (sdpa)", "embgpt": "EmbGPT"}
+MODELS = ("gpt2", "embgpt", "embgpt_cpu")
+LABELS = {"gpt2": "GPT2LMHeadModel (sdpa)", "embgpt": "EmbGPT", "embgpt_cpu": "EmbGPT + kernels.optimize"}
 
 
 def parse_args(argv=None):
@@ -94,10 +97,11 @@ def build_models(preset, seed, quick=False, which=MODELS):
     torch.manual_seed(seed)
     ref = GPT2LMHeadModel._from_config(gpt2_config_from(config), attn_implementation="sdpa")
     models = {"gpt2": ref}
-    if "embgpt" in which:
-        ours = EmbGPTForCausalLM._from_config(config, attn_implementation="sdpa")
-        ours.load_state_dict(state_dict_from_gpt2(ref.state_dict()), strict=True)
-        models["embgpt"] = optimize(ours)
+    for name in ("embgpt", "embgpt_cpu"):
+        if name in which:
+            ours = EmbGPTForCausalLM._from_config(config, attn_implementation="sdpa")
+            ours.load_state_dict(state_dict_from_gpt2(ref.state_dict()), strict=True)
+            models[name] = optimize(ours) if name == "embgpt_cpu" else ours
     for model in models.values():
         model.generation_config.pad_token_id = config.eos_token_id
     return config, {name: models[name] for name in which}
@@ -227,7 +231,8 @@ def make_generate(model, ids, mask, new_tokens, results, **generate_kwargs):
 
 
 def interleaved(workloads, reps):
-    """workloads: {model: fn() -> seconds}. One warm-up each, then `reps` rounds of A B; seconds per model."""
+    """workloads: {model: fn() -> seconds}. One warm-up each (where the CPU layer measures its kernels), then `reps`
+    rounds of A B C; seconds per model."""
     for fn in workloads.values():
         fn()
     times = {name: [] for name in workloads}
@@ -324,7 +329,7 @@ def run(args):
     ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(args.seed))
     with torch.inference_mode():
         logits = {name: m.eval()(ids, use_cache=False).logits for name, m in models.items()}
-    results["logits_max_abs_diff"] = (logits["gpt2"] - logits["embgpt"]).abs().max().item()
+    results["logits_max_abs_diff"] = max((logits["gpt2"] - logits[n]).abs().max().item() for n in MODELS[1:])
     del logits
 
     results["train"] = {}
@@ -338,7 +343,7 @@ def run(args):
             tps = [batch * seq / s for s in seconds]
             mfu = [flops / s / (peak * 1e9) for s in seconds]
             entry[name] = {"tokens_per_s": summary(tps), "mfu": summary(mfu)}
-        entry["speedup"] = entry["embgpt"]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
+        add_speedups(entry, "tokens_per_s")
         results["train"][f"{batch}x{seq}"] = entry
         del steps
         for m in models.values():
@@ -348,7 +353,7 @@ def run(args):
     log(f"inference forward {batch}x{seq}")
     times = interleaved({name: make_forward(m, batch, seq, vocab, args.seed) for name, m in models.items()}, args.reps)
     entry = {name: {"tokens_per_s": summary([batch * seq / s for s in t])} for name, t in times.items()}
-    entry["speedup"] = entry["embgpt"]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
+    add_speedups(entry, "tokens_per_s")
     results["inference"] = {f"{batch}x{seq}": entry}
 
     results["generate"] = {}
@@ -377,9 +382,10 @@ def run(args):
                 entry[name]["over_paired_floor"] = summary(
                     [1000 * s / sizes["new"] / f for s, f in zip(t, paired, strict=True)]
                 )
-        entry["speedup"] = entry["gpt2"]["ms_per_token"]["median"] / entry["embgpt"]["ms_per_token"]["median"]
-        pairs = zip(outputs["gpt2"], outputs["embgpt"], strict=True)
-        entry["tokens_identical"] = all(torch.equal(a, b) for a, b in pairs)
+        add_speedups(entry, "ms_per_token", higher_is_better=False)
+        entry["tokens_identical"] = all(
+            torch.equal(a, b) for name in MODELS[1:] for a, b in zip(outputs["gpt2"], outputs[name], strict=True)
+        )
         results["generate"][label] = entry
     # the floor uses the best read bandwidth seen: measured again after generation, as a shared machine's varies
     read_after = read_meter()
@@ -402,10 +408,19 @@ def run(args):
         for name in MODELS:
             log(f"peak RSS of a training step: {name} (fresh process)")
             results["peak_rss"][name] = measure_peak_rss(args, name)
-        results["peak_rss"]["ratio"] = (
-            results["peak_rss"]["embgpt"]["peak_rss_bytes"] / results["peak_rss"]["gpt2"]["peak_rss_bytes"]
-        )
+        rss = results["peak_rss"]
+        rss["ratio"] = rss["embgpt"]["peak_rss_bytes"] / rss["gpt2"]["peak_rss_bytes"]
+        rss["ratio_optimized"] = rss["embgpt_cpu"]["peak_rss_bytes"] / rss["gpt2"]["peak_rss_bytes"]
+    results["kernels"] = {str(key): name for key, name in chosen_kernels().items()}
     return results
+
+
+def add_speedups(entry, figure, higher_is_better=True):
+    """entry["speedup"]: plain EmbGPT against GPT2LMHeadModel; "speedup_optimized": EmbGPT with the CPU layer; as
+    medians' ratios, > 1 when EmbGPT is faster."""
+    for key, name in (("speedup", "embgpt"), ("speedup_optimized", "embgpt_cpu")):
+        ratio = entry[name][figure]["median"] / entry["gpt2"][figure]["median"]
+        entry[key] = ratio if higher_is_better else 1 / ratio
 
 
 def _compile_config():
@@ -418,46 +433,44 @@ def _compile_config():
 
 
 def table(results):
-    """The results as a markdown table: medians with min-max, and EmbGPT's ratio to the reference."""
-    rows = ["| figure | GPT2LMHeadModel (sdpa) | EmbGPT | EmbGPT / reference |", "|---|---|---|---|"]
+    """The results as a markdown table: medians with min-max, and each EmbGPT's ratio to the reference."""
+    rows = [
+        "| figure | GPT2LMHeadModel (sdpa) | EmbGPT | EmbGPT + optimize | EmbGPT / ref | + optimize / ref |",
+        "|---|---|---|---|---|---|",
+    ]
     fmt = lambda s, scale=1.0, digits=0: (
         f"{s['median'] * scale:.{digits}f} ({s['min'] * scale:.{digits}f}-{s['max'] * scale:.{digits}f})"
     )
+    ratios = lambda entry, unit="x": f"{entry['speedup']:.2f}{unit} | {entry['speedup_optimized']:.2f}{unit}"
     for shape, entry in results["train"].items():
-        a, b = entry["gpt2"], entry["embgpt"]
-        rows.append(
-            f"| train step {shape}, tokens/s (MFU %) | {fmt(a['tokens_per_s'])} ({100 * a['mfu']['median']:.0f}%) "
-            f"| {fmt(b['tokens_per_s'])} ({100 * b['mfu']['median']:.0f}%) | {entry['speedup']:.2f}x |"
-        )
+        cells = " | ".join(f"{fmt(entry[n]['tokens_per_s'])} ({100 * entry[n]['mfu']['median']:.0f}%)" for n in MODELS)
+        rows.append(f"| train step {shape}, tokens/s (MFU %) | {cells} | {ratios(entry)} |")
     for shape, entry in results["inference"].items():
-        rows.append(
-            f"| inference {shape}, tokens/s | {fmt(entry['gpt2']['tokens_per_s'])} "
-            f"| {fmt(entry['embgpt']['tokens_per_s'])} | {entry['speedup']:.2f}x |"
-        )
+        cells = " | ".join(fmt(entry[n]["tokens_per_s"]) for n in MODELS)
+        rows.append(f"| inference {shape}, tokens/s | {cells} | {ratios(entry)} |")
     gen = results["generate"]
     for label, entry in gen.items():
         if not isinstance(entry, dict) or "speedup" not in entry:
             continue
         same = "" if entry["tokens_identical"] else " (tokens differ!)"
-        rows.append(
-            f"| generate {label}, ms/token{same} | {fmt(entry['gpt2']['ms_per_token'], digits=1)} "
-            f"| {fmt(entry['embgpt']['ms_per_token'], digits=1)} | {entry['speedup']:.2f}x faster |"
-        )
+        cells = " | ".join(fmt(entry[n]["ms_per_token"], digits=1) for n in MODELS)
+        rows.append(f"| generate {label}, ms/token{same} | {cells} | {ratios(entry, 'x faster')} |")
     over = gen["batch1_over_floor"]
-    paired = {name: gen["batch1"][name]["over_paired_floor"] for name in over}
+    paired = " | ".join(f"{fmt(gen['batch1'][n]['over_paired_floor'], digits=2)}x" for n in MODELS)
     rows.append(
         f"| batch-1 generate / bandwidth floor measured around each run "
-        f"({fmt(gen['batch1']['embgpt']['paired_floor_ms'], digits=1)} ms) "
-        f"| {fmt(paired['gpt2'], digits=2)}x | {fmt(paired['embgpt'], digits=2)}x | |"
+        f"({fmt(gen['batch1']['embgpt']['paired_floor_ms'], digits=1)} ms) | {paired} | | |"
     )
+    best = " | ".join(f"{over[n]:.2f}x" for n in MODELS)
     rows.append(
         f"| batch-1 generate / floor at the run's best bandwidth ({gen['bandwidth_floor_ms_per_token']:.1f} ms) "
-        f"| {over['gpt2']:.2f}x | {over['embgpt']:.2f}x | |"
+        f"| {best} | | |"
     )
     if "peak_rss" in results:
         rss = results["peak_rss"]
         gib = lambda r: f"{r['peak_rss_bytes'] / 2**30:.2f} GiB, {r['minor_faults_per_step'] / 1000:.0f}k faults/step"
-        rows.append(f"| peak RSS, train step | {gib(rss['gpt2'])} | {gib(rss['embgpt'])} | {rss['ratio']:.2f}x |")
+        cells = " | ".join(gib(rss[n]) for n in MODELS)
+        rows.append(f"| peak RSS, train step | {cells} | {rss['ratio']:.2f}x | {rss['ratio_optimized']:.2f}x |")
     m = results["machine"]
     libraries = ", ".join(f"{name} {rate:.0f}" for name, rate in m["matmul_gflops_by_library"].items())
     rows.append(
@@ -466,6 +479,10 @@ def table(results):
         f"copy {m['copy_bandwidth_gbs']:.1f} GB/s; {results['threads']} threads; malloc {results['malloc']}; "
         f"logits max |diff| {results['logits_max_abs_diff']:.2e}"
     )
+    chosen = {}
+    for key, name in results.get("kernels", {}).items():
+        chosen.setdefault(name, []).append(key)
+    rows.append("kernels chosen by measurement: " + ", ".join(f"{n} x{len(k)}" for n, k in sorted(chosen.items())))
     return "\n".join(rows)
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "bench_model.py")
-MODELS = ("gpt2", "embgpt")
+MODELS = ("gpt2", "embgpt", "embgpt_cpu")  # GPT2LMHeadModel, plain EmbGPT, EmbGPT + kernels.optimize
 
 
 def summary_ok(s):
@@ -23,6 +23,7 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| train step 2x32" in done.stdout and "| peak RSS, train step" in done.stdout
+    assert "| EmbGPT + optimize |" in done.stdout
     r = json.loads(out.read_text())
 
     assert r["quick"] is True and r["preset"] == "tiny" and r["malloc"] == "thp"
@@ -35,16 +36,18 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     for entry in r["train"].values():
         for name in MODELS:
             assert summary_ok(entry[name]["tokens_per_s"]) and summary_ok(entry[name]["mfu"])
-        assert entry["speedup"] == pytest.approx(
-            entry["embgpt"]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
-        )
+        for key, name in (("speedup", "embgpt"), ("speedup_optimized", "embgpt_cpu")):
+            assert entry[key] == pytest.approx(
+                entry[name]["tokens_per_s"]["median"] / entry["gpt2"]["tokens_per_s"]["median"]
+            )
     infer = r["inference"]["2x32"]
-    assert all(summary_ok(infer[name]["tokens_per_s"]) for name in MODELS) and infer["speedup"] > 0
+    assert all(summary_ok(infer[name]["tokens_per_s"]) for name in MODELS)
+    assert infer["speedup"] > 0 and infer["speedup_optimized"] > 0
 
     gen = r["generate"]
     for label in ("batch1", "batch4_left_padded"):
         assert all(summary_ok(gen[label][name]["ms_per_token"]) for name in MODELS)
-        assert gen[label]["speedup"] > 0
+        assert gen[label]["speedup"] > 0 and gen[label]["speedup_optimized"] > 0
         assert gen[label]["tokens_identical"] is True  # greedy decoding of the same weights
     assert gen["weight_bytes"] > 0 and gen["bandwidth_floor_ms_per_token"] > 0
     assert set(gen["batch1_over_floor"]) == set(MODELS)
@@ -58,6 +61,9 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     for name in MODELS:
         assert rss[name]["peak_rss_bytes"] > 0 and rss[name]["minor_faults_per_step"] >= 0
     assert rss["ratio"] == pytest.approx(rss["embgpt"]["peak_rss_bytes"] / rss["gpt2"]["peak_rss_bytes"])
+    assert rss["ratio_optimized"] == pytest.approx(rss["embgpt_cpu"]["peak_rss_bytes"] / rss["gpt2"]["peak_rss_bytes"])
+    # the CPU layer measured each linear shape it ran, and chose one of its kernels for each
+    assert r["kernels"] and set(r["kernels"].values()) <= {"plain", "onednn", "row_chunks"}
 
 
 def test_bad_reps_is_rejected_with_a_message():

@@ -5,6 +5,8 @@ import logging
 
 import torch
 
+from .kernels import optimize
+
 logger = logging.getLogger(__name__)
 
 
@@ -70,6 +72,8 @@ def main(argv=None):
         parser.error(f"--temperature must be positive when sampling, got {args.temperature} (use --greedy)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, tokenizer = load_model_and_tokenizer(args.model, args.tokenizer)
+    if model.device.type == "cpu":  # CPU kernels chosen by measurement on this machine
+        optimize(model)
     prompts = args.prompt or [tokenizer.eos_token]
     sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     if args.greedy:

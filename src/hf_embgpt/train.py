@@ -28,6 +28,7 @@ from .configuration_embgpt import PRESETS
 from .formats.common import atomic_file, folder_lock, save_tokenizer
 from .formats.provenance import write_provenance
 from .hub import push_to_hub
+from .kernels import optimize
 from .training import data as data_lib
 from .training.arguments import TRAIN_PRESETS, parse_args
 from .training.checkpoints import clear_folder, resume_point, trainer_state
@@ -134,6 +135,8 @@ def train(argv=None, callbacks=None):
             )
         block_size = data_args.block_size
         model = build_model(model_args, len(tokenizer), block_size, tokenizer)
+        if args.device.type == "cpu" and not args.torch_compile:  # CPU kernels chosen by measurement; saves stay plain
+            optimize(model)
         block_size = block_size or model.config.block_size
         train_set, eval_set = data_lib.build_datasets(
             raw, tokenizer, block_size, data_args.validation_fraction, data_args.preprocessing_num_workers

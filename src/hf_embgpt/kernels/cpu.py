@@ -1,81 +1,86 @@
-"""An opt-in CPU speed layer: `optimize(model)` swaps in faster fp32 CPU kernels and activation recomputation.
+"""An opt-in CPU speed layer: `optimize(model)` picks, by measurement on this machine, the fastest of a few fp32
+matmul kernels for each linear layer, and recomputes cheap activations in the backward pass instead of storing them.
 
-Not part of the model file (and never uploaded with it): the model is plain PyTorch; this layer changes how its
-matmuls and saved activations run on a CPU, not what they compute.
+Not part of the model file (and never uploaded with it): `optimize` swaps the classes of a model's `nn.Linear` and
+`Block` modules for the subclasses below, which have the same parameters, state dict and results (to float rounding);
+`save_pretrained` writes exactly what the plain model writes.
+
+Why measure: the fast kernels win on some CPUs and lose on others. On an AMD EPYC, where MKL (PyTorch's fp32 CPU
+matmul library) runs at about half the AVX-512 rate, oneDNN (which PyTorch also ships) makes fp32 training about 2x
+faster; on an Intel Xeon the same kernels made batch-1 decoding 1.9x slower. So each linear layer uses a fast kernel
+only where a one-time micro-benchmark on this machine, for that shape, dtype and thread count, measured it faster than
+plain `F.linear`; everywhere else, and where a fast path would change semantics (GPUs, other dtypes, autocast, tensor
+subclasses, compilers and tracers, torch.func transforms), it is plain `F.linear`.
+
+    from hf_embgpt.kernels import optimize
+    model = optimize(EmbGPTForCausalLM.from_pretrained(path))  # on a CPU; GPUs gain nothing from it
+
+Set EMBGPT_CPU_KERNELS=plain (or =fast) to skip the measurement and always take the plain (or the fast) kernels.
 """
 
-import contextlib
 import functools
+import logging
+import os
 import platform
+import threading
+import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ..modeling_embgpt import MLP, Block
+from ..modeling_embgpt import Block
 
+logger = logging.getLogger(__name__)
 
-class Linear(nn.Linear):
-    """nn.Linear with faster fp32 matmuls on x86 CPUs, same parameters and results to float rounding.
+KERNELS_ENV = "EMBGPT_CPU_KERNELS"  # "measure" (default), "plain" or "fast"
 
-    PyTorch sends fp32 CPU matmuls to MKL, which on CPUs it does not tune for (AMD's) runs at half their AVX-512 rate;
-    oneDNN, which PyTorch also ships, runs near it: about 2x faster forward and backward. A single input row
-    (decoding one sequence) goes through `torch.bmm` over row chunks of the weight instead, which streams the weight
-    over every core. GPUs, other dtypes, tensor subclasses, compiled graphs and `torch.backends.mkldnn.enabled =
-    False` get F.linear.
-    """
-
-    def forward(self, x):
-        weight, bias = self.weight, self.bias
-        if not _onednn_applies(x, weight, bias):
-            return F.linear(x, weight, bias)
-        if not torch.is_grad_enabled() and x.numel() == self.in_features and weight.is_contiguous():
-            chunks = _row_chunks(self.out_features, torch.get_num_threads())
-            if chunks > 1:
-                weight = weight.view(chunks, -1, self.in_features)  # (chunks, out / chunks, in)
-                column = x.reshape(1, -1).t().expand(chunks, -1, -1)  # (chunks, in, 1), a BLAS-friendly view
-                if bias is None:
-                    y = torch.bmm(weight, column)
-                else:
-                    y = torch.baddbmm(bias.view(chunks, -1, 1), weight, column)
-                return y.view(*x.shape[:-1], self.out_features)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-            return _OneDNNLinear.apply(x, weight, bias)
-        return _onednn_linear(x, weight, bias)
+# oneDNN's fp32 linear. PyTorch has no public route to it: `F.linear` on fp32 CPU tensors always calls MKL (oneDNN
+# only with `torch.backends.mkldnn.matmul.fp32_precision` "bf16"/"tf32", which change the results), and
+# `torch.utils.mkldnn.to_mkldnn` gives inference-only modules with opaque weights. Measured on AMD EPYC (2 threads,
+# GPT-2 124M shapes) this op is the whole training and prefill win, so it stays, behind this feature check and the
+# measurement below, with `F.linear` as the fallback wherever it is missing or slower.
+_ONEDNN_LINEAR = (
+    getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
+    else None
+)
 
 
-def _onednn_applies(x, weight, bias):
-    """Plain fp32 CPU tensors, eager autograd only: everything else (GPUs, bf16, autocast, DTensor and other
-    subclasses, compilers and tracers, torch.func transforms, forward-mode AD) keeps F.linear's semantics."""
-    return (
-        _ONEDNN_LINEAR is not None
-        and _plain_eager_autograd()
-        and type(x) is torch.Tensor
-        and type(weight) is nn.Parameter
-        and (bias is None or type(bias) is nn.Parameter)
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.numel() > 0
-        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
-        and torch.backends.mkldnn.enabled
-        and not torch.is_autocast_enabled("cpu")
-    )
+# ----------------------------------------------------------------------------------------------------------------
+# The kernels: each computes F.linear(x, weight, bias).
 
 
-def _plain_eager_autograd():
-    """No compiler or tracer, no torch.func transform and no forward-mode AD level is active (none of them supports
-    custom saves or kernels)."""
-    return (
-        not _is_tracing()
-        and _FUNCTORCH_LEVEL() is None
-        and getattr(torch.autograd.forward_ad, "_current_level", -1) == -1
-    )
+def plain_linear(x, weight, bias):
+    return F.linear(x, weight, bias)
 
 
-_FUNCTORCH_LEVEL = getattr(torch._C._functorch, "maybe_current_level", lambda: None)
+def onednn_linear(x, weight, bias):
+    """x @ weight.T + bias through oneDNN, forward and backward."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return _onednn(x, weight, bias)
 
 
-def _onednn_linear(x, weight, bias=None):
+def row_chunked_linear(x, weight, bias, chunks=None):
+    """One input row (decoding one sequence): `torch.bmm` over row chunks of the weight, which spreads the weight's
+    rows over every thread where a matrix-vector product may run on one. Inference only (no autograd)."""
+    out_features, in_features = weight.shape
+    chunks = chunks or _row_chunks(out_features, torch.get_num_threads())
+    weight = weight.view(chunks, -1, in_features)  # (chunks, out / chunks, in)
+    column = x.reshape(1, -1).t().expand(chunks, -1, -1)  # (chunks, in, 1)
+    if bias is None:
+        y = torch.bmm(weight, column)
+    else:
+        y = torch.baddbmm(bias.view(chunks, -1, 1), weight, column)
+    return y.view(*x.shape[:-1], out_features)
+
+
+KERNELS = {"plain": plain_linear, "onednn": onednn_linear, "row_chunks": row_chunked_linear}
+
+
+def _onednn(x, weight, bias=None):
     """x @ weight.T + bias through oneDNN, for any leading shape of x; weight may be a transposed view."""
     y = _ONEDNN_LINEAR(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
     return y.view(*x.shape[:-1], weight.shape[0])
@@ -88,11 +93,15 @@ class _OneDNNLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(x, weight, bias):
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias = inputs
         needs_x, needs_weight, _ = ctx.needs_input_grad
         ctx.save_for_backward(x if needs_weight else None, weight if needs_x else None)
         ctx.x_shape, ctx.out_features, ctx.has_bias = x.shape, weight.shape[0], bias is not None
-        return _onednn_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -101,7 +110,7 @@ class _OneDNNLinear(torch.autograd.Function):
         higher_order = torch.is_grad_enabled()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:  # grad_y @ weight
-            grad_x = grad_y @ weight if higher_order else _onednn_linear(grad_y, weight.t())
+            grad_x = grad_y @ weight if higher_order else _onednn(grad_y, weight.t())
             grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[1]:  # grad_y.T @ x, in column slices of grad_y: oneDNN copies a transposed input
             x_t = x.reshape(-1, x.shape[-1]).t()
@@ -109,22 +118,17 @@ class _OneDNNLinear(torch.autograd.Function):
             if higher_order:
                 grad_w = grad_y.t() @ x_t.t()
             elif width >= grad_y.shape[1]:
-                grad_w = _onednn_linear(grad_y.t(), x_t)
+                grad_w = _onednn(grad_y.t(), x_t)
             else:
                 grad_w = x.new_empty(grad_y.shape[1], x.shape[-1])
                 for start in range(0, grad_y.shape[1], width):
-                    grad_w[start : start + width] = _onednn_linear(grad_y[:, start : start + width].t(), x_t)
+                    grad_w[start : start + width] = _onednn(grad_y[:, start : start + width].t(), x_t)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(0)
         return grad_x, grad_w, grad_b
 
 
 _SLICE_ELEMENTS = 2**20  # 4 MiB of fp32: measured fastest for the 50257-row head, which would copy 200 MiB at once
-_ONEDNN_LINEAR = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")
-    else None
-)
 
 
 @functools.cache
@@ -136,138 +140,238 @@ def _row_chunks(out_features, threads):
     return 1
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Choosing a kernel by measurement, once per (rows, in, out, bias, grad, dtype, threads, oneDNN switch).
 
-@contextlib.contextmanager
-def _recomputed_in_backward(output, fn, *args, **kwargs):
-    """Within this block, autograd saves `output` = fn(*args, **kwargs) (or a view of it) as that recipe.
-
-    The matmul after a gelu or a layer norm saves that function's output for its weight gradient, while the function
-    already saved its input; recomputing the output in the backward pass frees a third of a block's activations for
-    an elementwise op. Parameters in `args` are copied now, in case sharded training releases them before the backward
-    pass. Only for plain strided tensors in eager autograd: off under activation checkpointing (its own saved-tensor
-    hooks), compilers and torch.func transforms, and for fn=None.
-    """
-    outer = _active_saved_tensor_hooks() if fn is not None and _recipes_apply(output) else ()
-    if outer == () or (outer is not None and not getattr(outer[0], "recipes", False)):
-        yield
-        return
-    args = [a.detach().clone() if isinstance(a, nn.Parameter) else a for a in args]
-    recipe = functools.partial(fn, *args, **kwargs)
-    version, recipes = output._version, []
-
-    def pack(tensor):
-        if (
-            type(tensor) is torch.Tensor
-            and tensor.layout == torch.strided
-            and tensor.dtype == output.dtype
-            and tensor.device == output.device
-            and tensor.data_ptr() == output.data_ptr()
-            and tensor.numel() == output.numel()
-            and tensor.is_contiguous()
-        ):
-            recipes.append(tensor.shape)
-            return _Recompute(recipe, tensor.shape)
-        if outer:
-            return outer[0](tensor)  # another block's recipe, one level up
-        return _Stored(tensor, tensor._version)
-
-    pack.recipes = True
-    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
-        yield
-    if recipes and output._version != version:
-        raise RuntimeError("an activation saved for the backward pass was modified by an in-place operation")
+_CHOICES = {}  # key -> kernel name; in-process
+_CHOICES_LOCK = threading.Lock()
+_MARGIN = 0.05  # a fast kernel must beat plain F.linear by 5%: noise must not pick a kernel that is not faster
+_TIMED_RUNS = 5
+_MEASURED_ROWS = 256  # input rows per measured call, and
+_MEASURED_MACS = 2**26  # multiply-adds (~2 ms at 2 threads): the weight's rows are cut to fit
+_MEASURED_GEMV_ELEMENTS = 2**23  # a one-row call streams the weight: up to 32 MiB of it, past most caches
 
 
-class _Recompute:
-    def __init__(self, recipe, shape):
-        self.recipe, self.shape = recipe, shape
-
-    def __call__(self):
-        return self.recipe().view(self.shape)
-
-
-class _Stored:
-    """A tensor saved as is, with its version: autograd checks in-place changes only for tensors it stores itself."""
-
-    def __init__(self, tensor, version):
-        self.tensor, self.version = tensor, version
-
-
-def _unpack(saved):
-    if isinstance(saved, _Recompute):
-        return saved()
-    if saved.tensor._version != saved.version:
-        raise RuntimeError(
-            "one of the variables needed for gradient computation has been modified by an inplace operation"
-        )
-    return saved.tensor
-
-
-def _recipes_apply(output):
+def _fast_paths_apply(x, weight, bias):
+    """Plain fp32 CPU tensors in eager mode only: GPUs, other dtypes, autocast, tensor subclasses (DTensor, ...),
+    compilers and tracers (their graphs take F.linear) keep F.linear's semantics."""
     return (
-        torch.is_grad_enabled()
-        and _plain_eager_autograd()
-        and type(output) is torch.Tensor
-        and output.layout == torch.strided
-        and output.device.type != "meta"
-        and output.numel() > 0
+        type(x) is torch.Tensor
+        and type(weight) is nn.Parameter
+        and (bias is None or type(bias) is nn.Parameter)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() >= 1
+        and x.numel() > 0
+        and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
+        and not torch.is_autocast_enabled("cpu")
+        and not _is_tracing()
     )
 
 
-def _active_saved_tensor_hooks():
-    """The innermost saved-tensor hooks (pack, unpack), None if there are none, () if this torch can't tell."""
-    try:
-        return _TOP_SAVED_TENSORS_HOOKS(False) if _SAVED_TENSORS_HOOKS_ENABLED() else ()
-    except (TypeError, RuntimeError):
-        return ()
-
-
-_TOP_SAVED_TENSORS_HOOKS = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-_SAVED_TENSORS_HOOKS_ENABLED = getattr(torch._C._autograd, "_saved_tensors_hooks_is_enabled", lambda: False)
-
-
-def _layer_norm_recipe(module, x):
-    """(F.layer_norm, its arguments) for a plain nn.LayerNorm; (None,) when hooks or a subclass could change the
-    output (PEFT's LN tuning, activation steering, DeepSpeed ZeRO-3's parameter hooks, Accelerate's patched forward)."""
-    hooked = module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__
-    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
-    if type(module) is not nn.LayerNorm or hooked or global_hooks:
-        return (None,)
-    return F.layer_norm, x, module.normalized_shape, module.weight, module.bias, module.eps
-
-
-
 def _is_tracing():
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _FX_SYMBOLIC_TRACING()
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
-_FX_SYMBOLIC_TRACING = getattr(torch.fx._symbolic_trace, "is_fx_tracing_symbolic_tracing", lambda: False)
+def _row_bucket(rows):
+    """One row, or the next power of two: a generation of growing prompts measures a handful of shapes, not each."""
+    return 1 if rows == 1 else 1 << (rows - 1).bit_length()
 
 
+def _candidates(rows, weight, grad):
+    """The kernels that can compute this call, plain first."""
+    names = ["plain"]
+    if _ONEDNN_LINEAR is not None and torch.backends.mkldnn.enabled:
+        names.append("onednn")
+    if rows == 1 and not grad and weight.is_contiguous() and _row_chunks(weight.shape[0], torch.get_num_threads()) > 1:
+        names.append("row_chunks")
+    return names
 
-class RecomputingMLP(MLP):
+
+def kernel_for(x, weight, bias):
+    """The kernel this layer's call should use: measured once per shape, cached; plain F.linear where no fast path
+    applies."""
+    if not _fast_paths_apply(x, weight, bias):
+        return plain_linear
+    rows = x.numel() // x.shape[-1]
+    grad = torch.is_grad_enabled()
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled  # the switch users know turns oneDNN off
+    key = (_row_bucket(rows), weight.shape[1], weight.shape[0], bias is not None, grad, x.dtype, threads, onednn)
+    name = _CHOICES.get(key)
+    if name is None:
+        names = _candidates(rows, weight, grad)
+        with _CHOICES_LOCK:
+            name = _CHOICES.get(key) or _choose(key, names, weight, bias)
+            _CHOICES[key] = name
+    return KERNELS[name]
+
+
+def _choose(key, names, weight, bias):
+    forced = os.environ.get(KERNELS_ENV, "measure")
+    if forced not in ("measure", "plain", "fast"):
+        raise ValueError(f"{KERNELS_ENV}={forced!r}; use 'measure', 'plain' or 'fast'")
+    if len(names) == 1 or forced == "plain":
+        return "plain"
+    if forced == "fast":
+        return names[-1]
+    seconds = _measure(key, names, weight, bias)
+    best = min(names, key=seconds.get)
+    if seconds[best] > seconds["plain"] * (1 - _MARGIN):
+        best = "plain"
+    logger.debug("linear %s: %s (%s)", key, best, ", ".join(f"{n} {1e3 * s:.2f} ms" for n, s in seconds.items()))
+    return best
+
+
+def _measure(key, names, weight, bias):
+    """Seconds per call of each kernel on this key's shape (cut to a few ms of work), best of interleaved runs.
+
+    Runs in a thread of its own: grad mode, autocast, saved-tensor hooks (activation checkpointing) and dispatch modes
+    are per thread, so the caller's (a checkpointed region, a FLOP counter) neither see the measurement nor change it.
+    """
+    rows, in_features, out_features, has_bias, grad, dtype = key[:6]
+    budget = _MEASURED_GEMV_ELEMENTS if rows == 1 else _MEASURED_MACS
+    rows = min(rows, _MEASURED_ROWS)
+    keep = min(out_features, max(16, budget // (rows * in_features)))
+    chunks = _row_chunks(out_features, torch.get_num_threads())
+    if "row_chunks" in names:  # a whole number of the real shape's chunks
+        keep = max(chunks, keep - keep % chunks)
+    result = {}
+
+    def run():
+        with torch.no_grad():
+            w = weight.detach()[:keep] if rows == 1 else torch.full((keep, in_features), 0.01, dtype=dtype)
+            b = None if not has_bias else torch.full((keep,), 0.01, dtype=dtype)
+            x = torch.full((rows, in_features), 0.01, dtype=dtype)
+        if grad:
+            x, w = x.requires_grad_(), w.clone().requires_grad_()
+            b = None if b is None else b.requires_grad_()
+            grad_y = torch.full((rows, keep), 0.01, dtype=dtype)
+        w = nn.Parameter(w, requires_grad=grad)
+        b = None if b is None else nn.Parameter(b, requires_grad=grad)
+
+        def call(kernel):
+            if not grad:
+                with torch.no_grad():
+                    return kernel(x, w, b)
+            kernel(x, w, b).backward(grad_y)
+
+        kernels = {n: KERNELS[n] for n in names}
+        if "row_chunks" in names:  # the cut weight in the real shape's chunks
+            kernels["row_chunks"] = functools.partial(row_chunked_linear, chunks=chunks)
+        result.update(time_kernels({n: functools.partial(call, k) for n, k in kernels.items()}))
+
+    worker = threading.Thread(target=run, name="embgpt-kernel-measurement")
+    worker.start()
+    worker.join()
+    if set(result) != set(names):
+        raise RuntimeError(f"measuring the linear kernels for {key} failed (see the error above)")
+    return result
+
+
+def time_kernels(calls, runs=_TIMED_RUNS):
+    """{name: fn()} -> {name: best seconds}: one warm-up each, then `runs` interleaved rounds (A B A B ...)."""
+    for fn in calls.values():
+        fn()
+    times = {name: [] for name in calls}
+    for _ in range(runs):
+        for name, fn in calls.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: min(t) for name, t in times.items()}
+
+
+def chosen_kernels():
+    """{(rows, in, out, bias, grad, dtype, threads, onednn enabled): kernel name} measured so far in this process."""
+    return dict(_CHOICES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The modules optimize() swaps in.
+
+
+class Linear(nn.Linear):
+    """nn.Linear that runs each call through the kernel measured fastest for its shape on this machine."""
+
     def forward(self, x):
-        h = self.c_fc(x)
-        g = F.gelu(h, approximate=self.approximate)
-        with _recomputed_in_backward(g, F.gelu, h, approximate=self.approximate):
-            return self.dropout(self.c_proj(g))
+        return kernel_for(x, self.weight, self.bias)(x, self.weight, self.bias)
+
+
+# Ops whose outputs the recomputing block keeps: matmuls and attention, which cost the time. Everything else in the
+# block (layer norms, GELU, residual adds, views) is recomputed in the backward pass.
+_SAVED_OPS = {
+    torch.ops.aten.mm,
+    torch.ops.aten.addmm,
+    torch.ops.aten.bmm,
+    torch.ops.aten.baddbmm,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu,
+    torch.ops.aten._scaled_dot_product_flash_attention,
+    torch.ops.aten._scaled_dot_product_efficient_attention,
+    torch.ops.aten._scaled_dot_product_cudnn_attention,
+    torch.ops.aten.native_dropout,  # random: the same mask in the backward pass without replaying the generator
+}
+if _ONEDNN_LINEAR is not None:
+    _SAVED_OPS.add(torch.ops.mkldnn._linear_pointwise)
+
+
+def _keep_matmuls(ctx, op, *args, **kwargs):
+    saved = op.overloadpacket in _SAVED_OPS
+    return CheckpointPolicy.MUST_SAVE if saved else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+_KEEP_MATMULS = functools.partial(create_selective_checkpoint_contexts, _keep_matmuls)
 
 
 class RecomputingBlock(Block):
+    """A Block that stores its matmul and attention outputs for the backward pass and recomputes the rest.
+
+    A linear layer saves its input for the weight gradient; after a layer norm or a GELU that input is an output the
+    elementwise op could recompute from its own saved input. Recomputing them frees about a third of a block's
+    activations (6 of 16 (B, T, n_embd) tensors, less one kept matmul output) for a few elementwise ops per block.
+    Through torch's selective activation checkpointing; steps aside under full activation checkpointing
+    (`gradient_checkpointing_enable()`), with a KV cache (the region runs twice), and where `optimize`'s other fast
+    paths do (GPUs, tracers, torch.func transforms).
+    """
+
     def forward(self, x, attention_mask=None, cache=None, **kwargs):
-        h = self.ln_1(x)
-        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_1, x)):
-            a, att = self.attn(h, attention_mask, cache, **kwargs)
-        x = x + a
-        h = self.ln_2(x)
-        with _recomputed_in_backward(h, *_layer_norm_recipe(self.ln_2, x)):
-            x = x + self.mlp(h)
-        return x, att
+        if not self._recomputes(x, cache):
+            return super().forward(x, attention_mask, cache, **kwargs)
+        return checkpoint(
+            super().forward, x, attention_mask, cache, use_reentrant=False, context_fn=_KEEP_MATMULS, **kwargs
+        )
+
+    def _recomputes(self, x, cache):
+        return (
+            torch.is_grad_enabled()
+            and cache is None
+            and not (getattr(self, "gradient_checkpointing", False) and self.training)
+            and type(x) is torch.Tensor
+            and x.device.type == "cpu"
+            and not _is_tracing()
+            and _saved_tensor_hooks_allowed()
+        )
+
+
+def _saved_tensor_hooks_allowed():
+    """False under transforms that disable saved-tensor hooks (torch.func.vmap), which checkpointing needs."""
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(_same, _same):
+            return True
+    except RuntimeError:
+        return False
+
+
+def _same(tensor):
+    return tensor
 
 
 def optimize(model):
-    """Swap `model`'s linear layers, MLPs and blocks for their CPU-tuned versions in place; returns the model."""
-    swaps = {nn.Linear: Linear, MLP: RecomputingMLP, Block: RecomputingBlock}
+    """Swap `model`'s nn.Linear and Block modules for their CPU versions in place; returns the model.
+
+    The parameters, state dict, config and saved files stay those of the plain model; only how the layers run on a
+    CPU changes. Kernels are measured on first use of each shape (a few milliseconds each).
+    """
+    swaps = {nn.Linear: Linear, Block: RecomputingBlock}
     for module in model.modules():
         if type(module) in swaps:
             module.__class__ = swaps[type(module)]
