@@ -108,3 +108,38 @@ def gpt2_tokenizer(gpt2_tokenizer_dir):
     tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir, model_max_length=1024)
     assert len(tok) == 50257 and tok("Hello world").input_ids == [15496, 995]
     return tok
+
+
+def random_state_dict(config, seed=0):
+    """Every tensor an EmbGPTForCausalLM of `config` holds, random normal, with the head tied to wte."""
+    from hf_embgpt.formats.common import expected_shapes
+
+    generator = torch.Generator().manual_seed(seed)
+    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
+    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
+    return state_dict
+
+
+def assert_same_tensors(a, b):
+    """The same names, and each tensor equal to the bit in value and dtype."""
+    assert set(a) == set(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+
+
+# `embgpt train` in a subprocess, killed (SIGKILL) at the Trainer event KILL_ON once global_step reaches KILL_AT
+KILLED_TRAINING = """
+import os, signal, sys
+from transformers import TrainerCallback
+from hf_embgpt.train import train
+
+class Kill(TrainerCallback):
+    pass
+
+def kill(self, args, state, control, **kwargs):
+    if state.global_step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(Kill, os.environ.get("KILL_ON", "on_step_end"), kill)
+train(sys.argv[1:], callbacks=[Kill()])
+"""

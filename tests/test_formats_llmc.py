@@ -7,22 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_tensors, random_state_dict
 from hf_embgpt import EmbGPTConfig
-from hf_embgpt.formats.common import expected_shapes, model_from_state_dict
+from hf_embgpt.formats.common import model_from_state_dict
 from hf_embgpt.formats.llmc import HEADER_BYTES, MAGIC, read_llmc, write_llmc
-
-
-def random_state_dict(config, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
-    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
-    return state_dict
-
-
-def assert_same(a, b):
-    assert set(a) == set(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
 
 
 @pytest.fixture
@@ -35,7 +23,7 @@ def test_v3_round_trip_is_bit_exact_and_file_is_stable(tmp_path, tiny):
     write_llmc(tiny, state_dict, tmp_path / "a.bin")
     config, back = read_llmc(tmp_path / "a.bin")
     assert config.to_diff_dict() == tiny.to_diff_dict()
-    assert_same(state_dict, back)
+    assert_same_tensors(state_dict, back)
     write_llmc(config, back, tmp_path / "b.bin")
     assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
     (tmp_path / "plain").write_bytes(b"")  # written files get the umask's mode, like any other new file
@@ -71,7 +59,7 @@ def test_v5_bfloat16_round_trip(tmp_path, tiny):
     assert np.frombuffer(raw[:8], dtype="<i4").tolist() == [MAGIC, 5]
     _, back = read_llmc(tmp_path / "m_bf16.bin")
     rounded = {name: t.to(torch.bfloat16).float() for name, t in state_dict.items()}
-    assert_same(rounded, back)  # bf16 -> fp32 widening is exact
+    assert_same_tensors(rounded, back)  # bf16 -> fp32 widening is exact
     write_llmc(tiny, back, tmp_path / "again.bin", dtype="bfloat16")
     assert (tmp_path / "again.bin").read_bytes() == raw
 
@@ -154,4 +142,4 @@ def test_124m_round_trip(tmp_path):
     assert os.path.getsize(tmp_path / "gpt2_124M.bin") == HEADER_BYTES + 4 * (124_439_808 + 47 * 768)
     back_config, back = read_llmc(tmp_path / "gpt2_124M.bin")
     assert back_config.to_diff_dict() == config.to_diff_dict()
-    assert_same(state_dict, back)
+    assert_same_tensors(state_dict, back)

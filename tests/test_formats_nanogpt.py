@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from conftest import assert_same_tensors, random_state_dict
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
-from hf_embgpt.formats.common import expected_shapes
 from hf_embgpt.formats.nanogpt import read_nanogpt, write_nanogpt
 from hf_embgpt.formats.registry import read_checkpoint
 
@@ -257,12 +257,8 @@ def test_failed_write_leaves_destination_untouched(tmp_path):
 @pytest.mark.slow
 def test_124m_round_trip(tmp_path):
     config = EmbGPTConfig.from_preset("gpt2", vocab_size=50304, bias=False, activation_function="gelu")
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
-    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
+    state_dict = random_state_dict(config)
     write_nanogpt(config, state_dict, tmp_path / "ckpt.pt")
     back_config, back = read_nanogpt(tmp_path / "ckpt.pt")
     assert back_config.to_diff_dict() == config.to_diff_dict()
-    assert set(back) == set(state_dict)
-    for name, tensor in state_dict.items():
-        assert torch.equal(back[name], tensor), name
+    assert_same_tensors(back, state_dict)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_tensors, random_state_dict
 from hf_embgpt import EmbGPTConfig
 from hf_embgpt.formats.common import expected_shapes, find_tokenizer, model_from_state_dict
 from hf_embgpt.formats.registry import read_checkpoint
@@ -304,12 +305,8 @@ def test_tensorflow_reads_our_checkpoints_and_we_read_its(tmp_path):
 @pytest.mark.slow
 def test_124m_round_trip(tmp_path):
     config = EmbGPTConfig.from_preset("gpt2")
-    generator = torch.Generator().manual_seed(0)
-    state_dict = {name: torch.randn(shape, generator=generator) for name, shape in expected_shapes(config).items()}
-    state_dict["lm_head.weight"] = state_dict["transformer.wte.weight"]
+    state_dict = random_state_dict(config)
     write_tf(config, state_dict, tmp_path / "124M")
     back_config, back = read_tf(tmp_path / "124M")
     assert back_config.to_diff_dict() == config.to_diff_dict()
-    assert set(back) == set(state_dict)
-    for name, tensor in state_dict.items():
-        assert torch.equal(back[name], tensor), name
+    assert_same_tensors(back, state_dict)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 import hf_embgpt
+from conftest import KILLED_TRAINING
 from hf_embgpt import train
 from hf_embgpt.training import checkpoints, data, recipe
 from hf_embgpt.training.arguments import RunArguments
@@ -171,18 +172,6 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words
     assert proc.stdout.count("--- sample 1 ---") == 1  # only rank 0 samples, prints and writes
 
 
-KILLER = """
-import os, signal, sys
-from transformers import TrainerCallback
-from hf_embgpt.train import train
-
-class Kill(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == int(os.environ["KILL_AT"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-train(sys.argv[1:], callbacks=[Kill()])
-"""
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, words):
@@ -190,7 +179,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, words):
               "--per_device_train_batch_size", "4", "--dropout", "0.0"]  # fmt: skip
     killed = tmp_path / "killed"
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, *argv(killed, words, *common)],
+        [sys.executable, "-c", KILLED_TRAINING, *argv(killed, words, *common)],
         env={**SUBPROCESS_ENV, "KILL_AT": "6"}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-3000:]

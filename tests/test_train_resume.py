@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import KILLED_TRAINING
 from hf_embgpt import train
 from hf_embgpt.training import checkpoints
 from test_train import SUBPROCESS_ENV, argv, words  # noqa: F401 - `words` is a fixture
@@ -22,19 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RUN = ["--max_steps", "6", "--save_steps", "3", "--eval_strategy", "no", "--num_samples", "0",
        "--per_device_train_batch_size", "4", "--dropout", "0.0"]  # fmt: skip
 
-# `embgpt train`, killed right after the checkpoint of step KILL_AT is written (before anything else is)
-KILLED_AFTER_SAVE = """
-import os, signal, sys
-from transformers import TrainerCallback
-from hf_embgpt.train import train
-
-class Kill(TrainerCallback):
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == int(os.environ["KILL_AT"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-train(sys.argv[1:], callbacks=[Kill()])
-"""
 
 
 def weights(folder):
@@ -70,8 +58,8 @@ def runs(tmp_path_factory, words):  # noqa: F811
     finally:
         torch.set_num_threads(threads)
     proc = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_SAVE, *argv(root / "killed", words, *RUN)],
-        env={**SUBPROCESS_ENV, "KILL_AT": "6"}, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-c", KILLED_TRAINING, *argv(root / "killed", words, *RUN)],
+        env={**SUBPROCESS_ENV, "KILL_AT": "6", "KILL_ON": "on_save"}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert not (root / "killed" / "model.safetensors").exists()
