@@ -434,7 +434,7 @@ def test_every_rank_saving_into_one_folder_finishes_and_the_folder_loads(tmp_pat
     finally:
         for rank in ranks:
             rank.kill()
-    for rank, (out, err) in zip(ranks, outputs):
+    for rank, (_, err) in zip(ranks, outputs, strict=True):
         assert rank.returncode == 0, err[-3000:]
     assert sorted(out.strip() for out, _ in outputs) == [f"rank {r} loads the same weights: True" for r in (0, 1)]
 

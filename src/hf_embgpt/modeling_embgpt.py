@@ -224,7 +224,8 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, always with remote code for every Auto class; all or nothing for readers
-        and one writer at a time (see `_atomic_folder`), except uploads and saves shared by ranks (`_saves_in_place`)."""
+        and one writer at a time (see `_atomic_folder`), except uploads and saves shared by ranks (`_saves_in_place`).
+        """
         self.config.auto_map = dict(AUTO_MAP)
         if _saves_in_place(self, save_directory, *args, **kwargs):
             super().save_pretrained(save_directory, *args, **kwargs)
