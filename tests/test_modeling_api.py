@@ -14,7 +14,7 @@ from transformers import DynamicCache, GPT2ForSequenceClassification, GPT2LMHead
 import hf_embgpt
 from conftest import gpt2_config, save_random_gpt2
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, EmbGPTForSequenceClassification, EmbGPTModel
-from hf_embgpt.modeling_embgpt import _CACHE_FIELD
+from hf_embgpt.modeling_embgpt import _CACHE_FIELD, state_dict_from_gpt2
 
 TOL = 1e-5
 PAIRS = [(GPT2Model, EmbGPTModel), (GPT2LMHeadModel, EmbGPTForCausalLM)]
@@ -131,6 +131,30 @@ def test_from_pretrained_subfolder_for_embgpt_and_gpt2_folders(tmp_path):
     converted = EmbGPTForCausalLM.from_pretrained(tmp_path / "repo", subfolder="gpt2").eval()
     ref = GPT2LMHeadModel.from_pretrained(tmp_path / "repo", subfolder="gpt2").eval()
     assert (converted(ids).logits - ref(ids).logits).abs().max() <= TOL
+
+
+def test_from_pretrained_reads_a_gpt2_variant_as_gpt2(tmp_path):
+    """The variant names which weights file to read: the GPT-2 load's, not the converted copy's."""
+    folder = save_random_gpt2(tmp_path / "gpt2", seed=0)  # model.safetensors
+    torch.manual_seed(1)
+    GPT2LMHeadModel(gpt2_config()).save_pretrained(folder, variant="fp16")  # other weights in model.fp16.safetensors
+    ids = torch.randint(0, 100, (1, 5))
+    ref = GPT2LMHeadModel.from_pretrained(folder, variant="fp16").eval()
+    ours = EmbGPTForCausalLM.from_pretrained(folder, variant="fp16", use_safetensors=True).eval()
+    assert (ours(ids).logits - ref(ids).logits).abs().max() <= TOL
+    plain = GPT2LMHeadModel.from_pretrained(folder).eval()
+    assert (plain(ids).logits - ref(ids).logits).abs().max() > 1e-2  # the two files differ: the variant was read
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"dtype": "auto"}, {"dtype": torch.float32}, {"dtype": torch.float16}], ids=str)
+def test_a_gpt2_checkpoint_loads_in_the_dtype_gpt2_loads_it_in_exactly(tmp_path, kwargs):
+    torch.manual_seed(0)
+    GPT2LMHeadModel(gpt2_config()).to(torch.bfloat16).save_pretrained(tmp_path / "gpt2")
+    ref = GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2", **kwargs)
+    ours = EmbGPTForCausalLM.from_pretrained(tmp_path / "gpt2", **kwargs)
+    assert ours.dtype == ref.dtype
+    expected, got = state_dict_from_gpt2(ref.state_dict()), ours.state_dict()
+    assert all(torch.equal(got[name], tensor) for name, tensor in expected.items())
 
 
 def _error_of(call):
@@ -387,6 +411,34 @@ def test_generation_past_block_size_fails_before_the_first_forward(tiny_config, 
     with pytest.raises(ValueError, match=r"120 tokens with max_new_tokens 20 reaches 140 tokens but block_size is 128"):
         model.generate(torch.zeros(1, 120, dtype=torch.long), max_new_tokens=20, do_sample=False, pad_token_id=0)
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    "length, error",
+    [
+        ({"max_new_tokens": 20}, "a prompt of 120 tokens with max_new_tokens 20 reaches 140 tokens"),
+        ({"max_length": 140}, "a prompt of 120 tokens reaches 140 tokens"),  # max_length counts the prompt too
+    ],
+    ids=["max_new_tokens", "max_length"],
+)
+def test_generation_from_embeddings_past_block_size_fails_before_the_first_forward(
+    tiny_config, monkeypatch, length, error
+):
+    """generate() leaves a prompt given as inputs_embeds out of max_length: the check counts it."""
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    embeds = model.transformer.wte(torch.zeros(1, 120, dtype=torch.long)).detach()
+    calls = []
+    monkeypatch.setattr(model.transformer, "forward", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match=rf"{error} but block_size is 128; lower max_new_tokens to at most 8"):
+        model.generate(inputs_embeds=embeds, do_sample=False, pad_token_id=0, **length)
+    assert calls == []
+
+
+def test_generation_from_embeddings_up_to_block_size_runs(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    embeds = model.transformer.wte(torch.zeros(1, 120, dtype=torch.long)).detach()
+    out = model.generate(inputs_embeds=embeds, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 8)  # the new tokens only: the prompt has no ids
 
 
 def test_generation_up_to_block_size_runs(tiny_config):

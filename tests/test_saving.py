@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -373,3 +374,82 @@ def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
     tiny().save_pretrained(tmp_path / "new")
     (tmp_path / "made").mkdir()
     assert (tmp_path / "new").stat().st_mode == (tmp_path / "made").stat().st_mode  # the umask's, not mkdtemp's 0700
+
+
+# ---- every rank of torch.distributed calls save_pretrained, as transformers asks
+
+
+RANK_SAVES = """
+import sys
+import torch
+import torch.distributed as dist
+from transformers.utils import logging
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
+
+logging.disable_progress_bar()
+logging.set_verbosity_error()
+dist.init_process_group("gloo")  # RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment
+torch.manual_seed(0)  # the same weights on both ranks
+config = EmbGPTConfig(vocab_size=256, n_layer=1, n_head=2, n_embd=32, block_size=16, bos_token_id=None,
+                      eos_token_id=None)
+model = EmbGPTForCausalLM(config)
+try:  # a tensor-parallel layout that shards nothing: transformers' save then ends in a barrier on every rank
+    from transformers.distributed import DistributedConfig
+    model.config.distributed_config = DistributedConfig(tp_size=2, tp_plan={})
+except (ImportError, TypeError):  # transformers without it runs no collective inside save_pretrained
+    pass
+model.save_pretrained(sys.argv[1])
+loaded = EmbGPTForCausalLM.from_pretrained(sys.argv[1])  # complete on this rank as soon as save_pretrained returns
+same = all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+print(f"rank {dist.get_rank()} loads the same weights: {same}")
+dist.destroy_process_group()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_rank_saving_into_one_folder_finishes_and_the_folder_loads(tmp_path):
+    folder = tmp_path / "model"
+    world = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SAVES, str(folder)],
+            env={**SUBPROCESS_ENV, **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = []
+    try:
+        for rank in ranks:
+            outputs.append(rank.communicate(timeout=120))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the ranks are still saving after 120 s: a rank waits on the folder lock outside a collective")
+    finally:
+        for rank in ranks:
+            rank.kill()
+    for rank, (_, err) in zip(ranks, outputs, strict=True):
+        assert rank.returncode == 0, err[-3000:]
+    assert sorted(out.strip() for out, _ in outputs) == [f"rank {r} loads the same weights: True" for r in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, in_place",
+    [
+        ((), {}, False),
+        ((True,), {}, False),
+        ((False,), {}, True),  # is_main_process given by position, as save_pretrained's second parameter
+        ((), {"is_main_process": False}, True),
+        ((True, None, True), {}, True),  # push_to_hub by position
+        ((), {"push_to_hub": True}, True),
+        ((), {"distributed_checkpoint": True}, True),
+    ],
+)
+def test_the_saves_that_skip_the_lock_are_uploads_shared_saves_and_ranks_that_write_nothing(args, kwargs, in_place):
+    assert modeling._saves_in_place(tiny(), "folder", *args, **kwargs) is in_place

@@ -32,6 +32,7 @@ import time
 import uuid
 
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 from transformers import (
@@ -204,10 +205,12 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
         load = dict(output_loading_info=True, ignore_mismatched_sizes=True)  # we name the bad tensors ourselves
         model_type = _checkpoint_model_type(source, kwargs)
         if model_type == "gpt2":
-            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            local = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}  # the converted copy is local
+            # where and which files to read go to the GPT-2 load only (the converted copy is local, without a
+            # variant); the dtype to both, so that the result has the dtype GPT2LMHeadModel would load
+            gpt2_kwargs = {k: kwargs[k] for k in (*_HUB_KWARGS, *_FILE_KWARGS, *_DTYPE_KWARGS) if k in kwargs}
+            local = {k: v for k, v in kwargs.items() if k not in (*_HUB_KWARGS, *_FILE_KWARGS)}
             with tempfile.TemporaryDirectory() as converted, _reading(source):
-                _convert_gpt2_folder(cls, source, converted, local, hub_kwargs)
+                _convert_gpt2_folder(cls, source, converted, local, gpt2_kwargs)
                 model, info = super().from_pretrained(converted, *model_args, **load, **local)
         else:
             if model_type not in (None, EmbGPTConfig.model_type) and kwargs.get("config") is None:
@@ -221,10 +224,15 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, always with remote code for every Auto class; all or nothing for readers
-        and one writer at a time (see `_atomic_folder`)."""
+        and one writer at a time (see `_atomic_folder`), except uploads and saves shared by ranks (`_saves_in_place`).
+        """
         self.config.auto_map = dict(AUTO_MAP)
-        if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):  # uploads; ranks that write nothing
-            return super().save_pretrained(save_directory, *args, **kwargs)
+        if _saves_in_place(self, save_directory, *args, **kwargs):
+            super().save_pretrained(save_directory, *args, **kwargs)
+            # a rank past transformers' closing barrier finds the writing rank still holding the lock until its
+            # staging folder is in place: wait for that, so the folder is complete on every rank when this returns
+            with _folder_lock(os.path.realpath(save_directory), SAVE_LOCK_TIMEOUT):
+                return
         with _atomic_folder(save_directory) as staging:
             super().save_pretrained(staging, *args, **kwargs)
 
@@ -341,20 +349,36 @@ class EmbGPTForCausalLM(EmbGPTPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
-        """generate() checks its lengths here, before the first token: one past block_size would fail half-way."""
-        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
-        block_size, max_length = self.config.block_size, generation_config.max_length
-        if max_length > block_size:
-            asked = (
-                f"max_new_tokens {generation_config.max_new_tokens}"
-                if generation_config.max_new_tokens is not None
-                else f"max_length {max_length}"
-            )
+    def _prepare_generated_length(
+        self,
+        generation_config,
+        has_default_max_length,
+        has_default_min_length,
+        model_input_name,
+        input_ids_length,
+        inputs_tensor,
+    ):
+        """generate() sets its lengths here, before the first token: checked against block_size now, since one past
+        it would fail half-way. max_length counts the returned ids, which leave out a prompt given as inputs_embeds."""
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length=has_default_max_length,
+            has_default_min_length=has_default_min_length,
+            model_input_name=model_input_name,
+            input_ids_length=input_ids_length,
+            inputs_tensor=inputs_tensor,
+        )
+        prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
+        total_length = generation_config.max_length - input_ids_length + prompt_length
+        block_size = self.config.block_size
+        if total_length > block_size:
+            new_tokens = generation_config.max_new_tokens
+            asked = f" with max_new_tokens {new_tokens}" if new_tokens is not None else ""
             raise ValueError(
-                f"a prompt of {input_ids_length} tokens with {asked} reaches {max_length} tokens but block_size is "
-                f"{block_size}; lower max_new_tokens to at most {max(block_size - input_ids_length, 0)}"
+                f"a prompt of {prompt_length} tokens{asked} reaches {total_length} tokens but block_size is "
+                f"{block_size}; lower max_new_tokens to at most {max(block_size - prompt_length, 0)}"
             )
+        return generation_config
 
     @can_return_tuple
     @_accept_past_key_values
@@ -687,6 +711,8 @@ def _reading(source):
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+_FILE_KWARGS = ("variant", "use_safetensors")  # which weights file of the checkpoint
+_DTYPE_KWARGS = ("dtype", "torch_dtype")  # torch_dtype: the older name, still accepted by transformers 5.x
 
 
 def _checkpoint_model_type(source, kwargs):
@@ -747,6 +773,21 @@ SAVE_LOCK_TIMEOUT = 600.0  # seconds a writer waits for another process's save i
 _WEIGHT_FILE = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
 _LOCKS_HELD = set()  # (lock file, thread): a save inside a save of the same folder does not wait for itself
 _STAGING = set()  # folders being staged in this process: a save into one writes directly, the outer swap is atomic
+
+
+def _saves_in_place(model, save_directory, *args, **kwargs):
+    """Whether save_pretrained (these arguments) writes straight into the folder, without the lock and staging folder:
+    an upload, a distributed checkpoint (every rank writes its shard), or a rank that writes nothing. transformers may
+    run collectives (gathers, barriers) inside save_pretrained on every rank of torch.distributed, so a rank waiting
+    for the writing rank's lock would never join them, and both would wait for ever."""
+    options = inspect.signature(PreTrainedModel.save_pretrained).bind(model, save_directory, *args, **kwargs).arguments
+    options.update(options.pop("kwargs", {}))
+    if options.get("push_to_hub") or options.get("distributed_checkpoint"):
+        return True
+    is_main_process = options.get("is_main_process", True)
+    if hasattr(model, "should_save_on_this_rank"):  # transformers that picks the writing rank itself (rank 0)
+        return not model.should_save_on_this_rank(is_main_process)
+    return not is_main_process or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 @contextlib.contextmanager
@@ -989,8 +1030,10 @@ def state_dict_from_gpt2(gpt2_state_dict):
     }
 
 
-def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
-    """Load a GPT-2 checkpoint with transformers, check every tensor was there, and save it as EmbGPT."""
+def _convert_gpt2_folder(cls, source, destination, kwargs, gpt2_kwargs):
+    """Load a GPT-2 checkpoint with transformers, check every tensor was there, and save it as EmbGPT.
+
+    The conversion renames and transposes only, so the weights keep the dtype the GPT-2 load gave them, exactly."""
     overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in inspect.signature(EmbGPTConfig.__init__).parameters}
     head_kwargs = {k: kwargs.pop(k) for k in ("num_labels", "id2label", "label2id", "problem_type") if k in kwargs}
     gpt2_class = {
@@ -998,11 +1041,11 @@ def _convert_gpt2_folder(cls, source, destination, kwargs, hub_kwargs):
         "EmbGPTForSequenceClassification": GPT2ForSequenceClassification,
     }.get(cls.__name__, GPT2LMHeadModel)
     gpt2, info = gpt2_class.from_pretrained(
-        source, output_loading_info=True, ignore_mismatched_sizes=True, dtype=torch.float32, **hub_kwargs, **head_kwargs
+        source, output_loading_info=True, ignore_mismatched_sizes=True, **gpt2_kwargs, **head_kwargs
     )  # we report every mismatch below, by name, rather than re-initialising
     info["unexpected_keys"] = {k for k in info["unexpected_keys"] if not GPT2_MASK_BUFFER.search(k)}
     _check_loaded_tensors(gpt2, info, source, reinitialise_mismatched=False)
-    model = cls(config_from_gpt2(gpt2.config, **overrides))
+    model = cls(config_from_gpt2(gpt2.config, **overrides)).to(gpt2.dtype)
     model.load_state_dict(state_dict_from_gpt2(gpt2.state_dict()), strict=True)
     if model.can_generate():
         model.generation_config = gpt2.generation_config
