@@ -499,3 +499,43 @@ def test_a_forward_reads_the_host_once_and_once_more_for_labels(tiny_config):
     bad_positions[0, -1] = 200
     with pytest.raises(ValueError, match=r"position_ids has value 200, which is out of range for block_size 128"):
         model(ids, position_ids=bad_positions, labels=ids)  # the one read still catches every range
+
+
+# Survivors of a mutation run on modeling_embgpt.py (scripts/mutation.sh): the attention's dropout in eager mode, the
+# 4-D mask shape rule, and labels checked against inputs_embeds.
+
+
+def test_eager_attention_dropout_follows_the_rate_and_the_mode(make_pair):
+    """Eval mode drops nothing at any rate (GPT-2's logits); training with rate 0 drops nothing either."""
+    ids = torch.randint(0, 99, (2, 12), generator=torch.Generator().manual_seed(0))
+    ref, ours = make_pair("eager", dropout=0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=TOL)
+        ours.train()  # dropout on: the output is no longer the eval one
+        assert not torch.allclose(ours(ids).logits, ref(ids).logits, atol=1e-3)
+    ref, ours = make_pair("eager", dropout=0.0)
+    with torch.no_grad():
+        ours.train()
+        torch.testing.assert_close(ours(ids).logits, ref(ids).logits, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_a_4d_mask_is_taken_when_it_fits_and_named_when_it_does_not(make_pair, attn_implementation):
+    ref, ours = make_pair(attn_implementation)
+    ids = torch.randint(0, 99, (2, 6), generator=torch.Generator().manual_seed(0))
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    with torch.no_grad():
+        want = ref(ids).logits
+        for mask in (causal[None, None].expand(2, 1, 6, 6), causal[None, None]):  # per sequence, or one for all
+            torch.testing.assert_close(ours(ids, attention_mask=mask).logits, want, rtol=0, atol=TOL)
+        for shape in ((3, 1, 6, 6), (2, 1, 7, 6)):  # another batch; another number of queries
+            with pytest.raises(ValueError, match=re.escape(f"attention_mask has shape {shape}")):
+                ours(ids, attention_mask=torch.ones(shape, dtype=torch.bool))
+
+
+def test_labels_are_checked_against_inputs_embeds(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    embeds = torch.randn(2, 5, tiny_config.n_embd)
+    assert model(inputs_embeds=embeds, labels=torch.zeros(2, 5, dtype=torch.long)).loss is not None
+    with pytest.raises(ValueError, match=r"labels have shape \(2, 4\) but the input is \(2, 5\)"):
+        model(inputs_embeds=embeds, labels=torch.zeros(2, 4, dtype=torch.long))
