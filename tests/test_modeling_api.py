@@ -539,3 +539,26 @@ def test_labels_are_checked_against_inputs_embeds(tiny_config):
     assert model(inputs_embeds=embeds, labels=torch.zeros(2, 5, dtype=torch.long)).loss is not None
     with pytest.raises(ValueError, match=r"labels have shape \(2, 4\) but the input is \(2, 5\)"):
         model(inputs_embeds=embeds, labels=torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_the_attention_function_gets_the_dropout_rate_in_training_only(tiny_config):
+    """Every attention implementation applies the rate it is given: 0 in eval, config.dropout in training."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    rates = []
+
+    def noting_dropout(module, query, key, value, attention_mask, **kwargs):
+        rates.append(kwargs["dropout"])
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("note_dropout", noting_dropout)
+    AttentionMaskInterface.register("note_dropout", sdpa_mask)
+    tiny_config.dropout = 0.25
+    model = EmbGPTForCausalLM(tiny_config)
+    model.set_attn_implementation("note_dropout")
+    ids = torch.randint(0, 99, (1, 8))
+    model.eval()(ids)
+    model.train()(ids)
+    assert rates == [0.0] * tiny_config.n_layer + [0.25] * tiny_config.n_layer

@@ -195,3 +195,11 @@ def test_fused_loss_must_be_a_bool():
     with pytest.raises(ValueError, match=r"fused_loss \('yes'\) must be True or False"):
         EmbGPTConfig(fused_loss="yes")
     assert EmbGPTConfig.from_preset("tiny", fused_loss=True).fused_loss is True
+
+
+def test_fused_loss_passes_the_callers_ignore_index(stand_in_liger, one_thread):
+    plain, fused = tiny_model(), tiny_model(fused_loss=True)
+    ids, labels = batch(ignore_index=-1)
+    want = plain(ids, labels=labels, ignore_index=-1).loss
+    torch.testing.assert_close(fused(ids, labels=labels, ignore_index=-1).loss, want, rtol=0, atol=1e-6)
+    assert stand_in_liger[-1]["ignore_index"] == -1
