@@ -19,6 +19,7 @@ Set EMBGPT_CPU_KERNELS=plain (or =fast) to skip the measurement and always take 
 """
 
 import functools
+import itertools
 import logging
 import os
 import platform
@@ -150,6 +151,7 @@ _TIMED_RUNS = 5
 _MEASURED_ROWS = 256  # input rows per measured call, and
 _MEASURED_MACS = 2**26  # multiply-adds (~2 ms at 2 threads): the weight's rows are cut to fit
 _MEASURED_GEMV_ELEMENTS = 2**23  # a one-row call streams the weight: up to 32 MiB of it, past most caches
+_MEASURED_COLD_BYTES = 2**27  # and cycles through copies of it, 128 MiB in all: decoding reads each weight from memory
 
 
 def _fast_paths_apply(x, weight, bias):
@@ -246,10 +248,15 @@ def _measure(key, names, weight, bias):
             x, w = x.requires_grad_(), w.clone().requires_grad_()
             b = None if b is None else b.requires_grad_()
             grad_y = torch.full((rows, keep), 0.01, dtype=dtype)
-        w = nn.Parameter(w, requires_grad=grad)
+        # one row: the weight is read from memory in a real decoding step (the model's other weights evict it from
+        # the caches), so the measured calls cycle through copies of it that the caches cannot hold
+        copies = max(1, -(-_MEASURED_COLD_BYTES // (w.numel() * w.element_size()))) if rows == 1 else 1
+        weights = [nn.Parameter(w if i == 0 else w.detach().clone(), requires_grad=grad) for i in range(copies)]
         b = None if b is None else nn.Parameter(b, requires_grad=grad)
+        turn = itertools.cycle(weights)
 
         def call(kernel):
+            w = next(turn)
             if not grad:
                 with torch.no_grad():
                     return kernel(x, w, b)
