@@ -249,8 +249,9 @@ def _measure(key, names, weight, bias):
             b = None if b is None else b.requires_grad_()
             grad_y = torch.full((rows, keep), 0.01, dtype=dtype)
         # one row: the weight is read from memory in a real decoding step (the model's other weights evict it from
-        # the caches), so the measured calls cycle through copies of it that the caches cannot hold
-        copies = max(1, -(-_MEASURED_COLD_BYTES // (w.numel() * w.element_size()))) if rows == 1 else 1
+        # the caches), so the measured calls cycle through copies of it that the caches cannot hold (at most 16: a
+        # model small enough to stay in the caches is measured in them, as it runs)
+        copies = min(16, max(1, -(-_MEASURED_COLD_BYTES // (w.numel() * w.element_size())))) if rows == 1 else 1
         weights = [nn.Parameter(w if i == 0 else w.detach().clone(), requires_grad=grad) for i in range(copies)]
         b = None if b is None else nn.Parameter(b, requires_grad=grad)
         turn = itertools.cycle(weights)
