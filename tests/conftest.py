@@ -143,3 +143,10 @@ def kill(self, args, state, control, **kwargs):
 setattr(Kill, os.environ.get("KILL_ON", "on_step_end"), kill)
 train(sys.argv[1:], callbacks=[Kill()])
 """
+
+
+def assert_same_gradients(ours, reference, atol):
+    """Every parameter of `ours` has the gradient of the same-named parameter of `reference` (same architecture)."""
+    theirs = dict(reference.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=0, atol=atol, msg=name)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import CompileConfig
 
+from conftest import assert_same_gradients
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's import touches torch.jit
@@ -33,9 +34,7 @@ def test_compiled_training_step_matches_eager_without_graph_breaks():
     torch.testing.assert_close(b.loss, a.loss, rtol=0, atol=1e-5)
     a.loss.backward()
     b.loss.backward()
-    theirs = dict(compiled_model.named_parameters())
-    for name, p in eager.named_parameters():
-        torch.testing.assert_close(theirs[name].grad, p.grad, rtol=0, atol=1e-5, msg=name)
+    assert_same_gradients(compiled_model, eager, atol=1e-5)
 
 
 def test_static_cache_generation_compiles_fullgraph_and_matches_eager():

@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.testing_utils import CaptureLogger
 
+from conftest import assert_same_gradients
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, modeling_embgpt
 
 VOCAB = 512
@@ -172,9 +173,7 @@ def test_fused_loss_equals_the_plain_loss_and_returns_no_logits(stand_in_liger, 
     torch.testing.assert_close(got.loss, want.loss, rtol=0, atol=1e-6)
     want.loss.backward()
     got.loss.backward()
-    theirs = dict(fused.named_parameters())
-    for name, p in plain.named_parameters():
-        torch.testing.assert_close(theirs[name].grad, p.grad, rtol=0, atol=1e-6, msg=name)
+    assert_same_gradients(fused, plain, atol=1e-6)
     assert len(stand_in_liger) == 1 and stand_in_liger[0]["reduction"] == "sum"
     with CaptureLogger(logger) as second:
         fused(ids, labels=labels, **extra)
