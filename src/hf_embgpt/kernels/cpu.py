@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+from transformers.utils import is_tracing
 
 from ..modeling_embgpt import Block
 
@@ -167,12 +168,8 @@ def _fast_paths_apply(x, weight, bias):
         and x.numel() > 0
         and all(t is None or (t.device == x.device and t.dtype == x.dtype) for t in (weight, bias))
         and not torch.is_autocast_enabled("cpu")
-        and not _is_tracing()
+        and not is_tracing()
     )
-
-
-def _is_tracing():
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _row_bucket(rows):
@@ -355,7 +352,7 @@ class RecomputingBlock(Block):
             and not (getattr(self, "gradient_checkpointing", False) and self.training)
             and type(x) is torch.Tensor
             and x.device.type == "cpu"
-            and not _is_tracing()
+            and not is_tracing()
             and _saved_tensor_hooks_allowed()
         )
 
