@@ -44,9 +44,9 @@ def test_gpt2_presets_have_gpt2s_parameter_count(name):
     assert ours.num_parameters() == ref.num_parameters()
 
 
-def test_unknown_preset_is_named():
-    with pytest.raises(ValueError, match=r"unknown preset 'gpt3'.*gpt2-medium"):
-        EmbGPTConfig.from_preset("gpt3")
+def test_unknown_preset_is_named_with_every_preset():
+    with pytest.raises(ValueError, match=rf"unknown preset 'gpt5'; choose one of {', '.join(PRESETS)}$"):
+        EmbGPTConfig.from_preset("gpt5")
 
 
 @pytest.mark.parametrize(
@@ -119,3 +119,28 @@ def test_explicit_special_tokens_are_kept_and_out_of_range_ones_get_transformers
     config = EmbGPTConfig(vocab_size=100, bos_token_id=5123, eos_token_id=None)
     assert config.bos_token_id == 5123 and config.eos_token_id is None
     assert any("bos_token_id must be" in m and "got 5123" in m for m in transformers_warnings)
+
+
+def test_config_defaults_are_gpt2configs():
+    from transformers import GPT2Config
+
+    ours, gpt2 = EmbGPTConfig(), GPT2Config()
+    pairs = {
+        "vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
+        "n_embd": "n_embd", "layer_norm_epsilon": "layer_norm_epsilon", "initializer_range": "initializer_range",
+        "use_cache": "use_cache", "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id",
+    }  # fmt: skip
+    assert {name: getattr(ours, name) for name in pairs} == {
+        name: getattr(gpt2, theirs) for name, theirs in pairs.items()
+    }
+
+
+def test_the_smallest_sizes_are_valid():
+    config = EmbGPTConfig(vocab_size=1, block_size=1, n_layer=1, n_head=1, n_embd=1, initializer_range=0)
+    assert (config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd) == (1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("value", ["0.02", -0.01, None])
+def test_initializer_range_must_be_a_non_negative_number(value):
+    with pytest.raises(ValueError, match=rf"initializer_range \({value!r}\) must be a non-negative number"):
+        EmbGPTConfig(initializer_range=value)

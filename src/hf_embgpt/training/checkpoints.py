@@ -12,8 +12,9 @@ logger = logging.getLogger(__name__)
 
 def checkpoint_is_complete(folder):
     """True when `folder` holds everything Trainer writes, each file whole: the trainer state (written last, with
-    the folder's step), the weights (full, adapter, or FSDP/DeepSpeed shards), the optimizer, the scheduler, the RNG
-    state. A process killed mid-save leaves a folder that fails one of these.
+    the folder's step), the weights (full, sharded with their index, adapter, or FSDP/DeepSpeed shards), the
+    optimizer, the scheduler (inside DeepSpeed's shards when its config has one), the RNG state. A process killed
+    mid-save leaves a folder that fails one of these.
 
     Nothing is unpickled: torch's files are zip archives whose directory is written last, so a cut-off file shows
     without reading the optimizer, which Trainer reads anyway when it resumes.
@@ -28,19 +29,24 @@ def checkpoint_is_complete(folder):
             return False
         names = set(os.listdir(folder))
         weights = [n for n in names if n.startswith(("model", "adapter_model", "pytorch_model"))]
-        sharded = any(n.startswith("global_step") for n in names)  # DeepSpeed keeps weights + optimizer there
-        has_optimizer = sharded or any(n.startswith("optimizer") for n in names)
-        if not (weights or sharded) or not has_optimizer or "scheduler.pt" not in names:
+        # DeepSpeed keeps weights, optimizer and (when its config names one) the scheduler in global_stepN/
+        deepspeed = any(n.startswith("global_step") for n in names)
+        has_optimizer = deepspeed or any(n.startswith("optimizer") for n in names)
+        if not (weights or deepspeed) or not has_optimizer or not (deepspeed or "scheduler.pt" in names):
             return False
         if not any(n.startswith("rng_state") for n in names):
             return False
         for name in weights:
+            if name.endswith(".index.json"):  # a sharded save: every shard its index names
+                with open(os.path.join(folder, name)) as f:
+                    if not set(json.load(f)["weight_map"].values()) <= names:
+                        return False
             if name.endswith(".safetensors"):
                 with safe_open(os.path.join(folder, name), "pt") as f:
                     for key in f.keys():
                         f.get_slice(key)
         for name in names:
-            if name.endswith((".pt", ".pth")) and not _torch_file_is_whole(os.path.join(folder, name)):
+            if name.endswith((".pt", ".pth", ".bin")) and not _torch_file_is_whole(os.path.join(folder, name)):
                 raise ValueError(f"{name} is cut short")
         return True
     except Exception as e:  # noqa: BLE001 - json, zip and safetensors raise assorted errors on truncated files
