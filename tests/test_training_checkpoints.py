@@ -10,7 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hf_embgpt.training.checkpoints import checkpoint_is_complete, last_complete_checkpoint
+from hf_embgpt.training.checkpoints import (
+    checkpoint_is_complete,
+    clear_folder,
+    last_complete_checkpoint,
+    resume_point,
+    trainer_state,
+)
 
 SAVES = {  # what Trainer.save_model writes, by setup
     "safetensors": {"model.safetensors": lambda p: save_file({"w": torch.zeros(2)}, p)},
@@ -130,3 +136,40 @@ def test_the_newest_complete_checkpoint_is_chosen_by_number(tmp_path):
     fake_checkpoint(tmp_path, 11, drop=["optimizer.pt"])  # cut short by a kill
     os.makedirs(tmp_path / "checkpoint-12-extra")  # not a Trainer checkpoint name
     assert last_complete_checkpoint(str(tmp_path)) == newest
+
+
+def test_resume_point_follows_run_clms_rules_for_the_output_folder(tmp_path, caplog):
+    missing, empty, used = tmp_path / "missing", tmp_path / "empty", tmp_path / "used"
+    empty.mkdir()
+    used.mkdir()
+    (used / "notes.txt").write_text("a run's files")
+    with pytest.raises(ValueError, match="--resume continues .* --overwrite_output_dir clears it: choose one"):
+        resume_point(str(used), resume=True, overwrite_output_dir=True)
+    for folder in (missing, empty):  # a fresh run, with or without --resume (a job script may always pass it)
+        assert resume_point(str(folder), resume=False, overwrite_output_dir=False) is None
+        with caplog.at_level("INFO", logger="hf_embgpt.training.checkpoints"):
+            assert resume_point(str(folder), resume=True, overwrite_output_dir=False) is None
+        assert f"--resume: {folder} is empty; starting a fresh run" in caplog.text
+    with pytest.raises(
+        FileExistsError, match=f"--output_dir {used} is not empty; pass --resume .* --overwrite_output_dir"
+    ):
+        resume_point(str(used), resume=False, overwrite_output_dir=False)
+    assert resume_point(str(used), resume=False, overwrite_output_dir=True) is None
+    with pytest.raises(FileNotFoundError, match=f"--resume: {used} holds no complete checkpoint-N folder"):
+        resume_point(str(used), resume=True, overwrite_output_dir=False)
+    checkpoint = fake_checkpoint(used, 3)
+    assert resume_point(str(used), resume=True, overwrite_output_dir=False) == checkpoint
+    assert trainer_state(checkpoint) == {"global_step": 3}
+
+
+def test_clear_folder_empties_the_folder_and_keeps_it_and_what_links_point_to(tmp_path):
+    folder, outside = tmp_path / "run", tmp_path / "elsewhere"
+    (folder / "checkpoint-1").mkdir(parents=True)
+    (folder / "checkpoint-1" / "model.safetensors").write_text("w")
+    (folder / "log.txt").write_text("l")
+    outside.mkdir()
+    (outside / "kept.txt").write_text("k")
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    clear_folder(folder)
+    assert folder.is_dir() and not list(folder.iterdir())
+    assert (outside / "kept.txt").read_text() == "k"
