@@ -434,6 +434,12 @@ def test_generation_from_embeddings_past_block_size_fails_before_the_first_forwa
     assert calls == []
 
 
+def test_generation_from_a_prompt_that_fills_block_size_fails_naming_no_room_left(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    with pytest.raises(ValueError, match="a prompt of 128 tokens .* lower max_new_tokens to at most 0$"):
+        model.generate(torch.zeros(1, 128, dtype=torch.long), max_new_tokens=1, do_sample=False, pad_token_id=0)
+
+
 def test_generation_from_embeddings_up_to_block_size_runs(tiny_config):
     model = EmbGPTForCausalLM(tiny_config).eval()
     embeds = model.transformer.wte(torch.zeros(1, 120, dtype=torch.long)).detach()
@@ -562,3 +568,19 @@ def test_the_attention_function_gets_the_dropout_rate_in_training_only(tiny_conf
     model.eval()(ids)
     model.train()(ids)
     assert rates == [0.0] * tiny_config.n_layer + [0.25] * tiny_config.n_layer
+
+
+def test_attention_mask_with_a_static_cache_covers_at_least_the_new_tokens(tiny_config):
+    """A static cache's length may be a tensor (no host read to compare it with): the mask must cover the new tokens."""
+    from transformers import StaticCache
+
+    model = EmbGPTForCausalLM(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    cache = StaticCache(config=tiny_config, max_cache_len=32)
+    model(ids[:, :10], attention_mask=mask[:, :10], **{_CACHE_FIELD: cache})
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 1\) but the input needs \(2, "):
+        model(ids[:, 10:], attention_mask=mask[:, :1], **{_CACHE_FIELD: cache})
+    torch.testing.assert_close(
+        model(ids[:, 10:], attention_mask=mask, **{_CACHE_FIELD: cache}).logits, model(ids).logits[:, 10:]
+    )

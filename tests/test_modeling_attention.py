@@ -18,11 +18,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.c
 SPY = "embgpt_test_spy"
 seen_masks = []  # what the spy attention function received: "none" or "mask", one entry per layer call
 seen_is_causal = []  # what F.scaled_dot_product_attention was called with
+seen_kwargs = []  # the names of the keyword arguments the spy got beyond SDPA's own
 
 
 def spy_attention(module, query, key, value, attention_mask, **kwargs):
     """transformers' SDPA attention, noting whether a mask came in."""
     seen_masks.append("none" if attention_mask is None else "mask")
+    seen_kwargs.append(sorted(set(kwargs) - {"dropout", "scaling", "is_causal"}))
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -40,11 +42,11 @@ def spy(monkeypatch):
         return sdpa(*args, is_causal=is_causal, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", noting_sdpa)
-    seen_masks.clear()
-    seen_is_causal.clear()
+    for records in (seen_masks, seen_is_causal, seen_kwargs):
+        records.clear()
     yield
-    seen_masks.clear()
-    seen_is_causal.clear()
+    for records in (seen_masks, seen_is_causal, seen_kwargs):
+        records.clear()
 
 
 def ids_and_padding(seed=0, batch=2, length=12, vocab=50257):
@@ -205,6 +207,26 @@ def test_packed_row_longer_than_block_size_has_the_loss_of_padded_rows(make_pair
         packed_loss = model(**packed).loss  # eval mode: the empty cache must not hide the packing
         padded_loss = model(padded_ids, attention_mask=padded_mask, labels=padded_labels).loss
     torch.testing.assert_close(packed_loss, padded_loss, rtol=0, atol=1e-5)
+
+
+def test_flash_attention_kwargs_of_packed_rows_reach_the_attention_function_as_in_llama(spy, one_thread):
+    """DataCollatorWithFlattening(return_flash_attn_kwargs=True) gives cu_seq_lens/max_length for flash attention's
+    varlen kernel: every layer must hand them to the attention function, as Llama's layers do."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts, _ = packed_row([5, 9, 4], vocab=512)
+    batch = DataCollatorWithFlattening(return_flash_attn_kwargs=True)([{"input_ids": t, "labels": t} for t in texts])
+    flash_kwargs = sorted(k for k in batch if k.startswith(("cu_seq_lens", "max_length")))
+    assert flash_kwargs  # the collator gives them
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+    for model in (llama, spy_model()):
+        model.set_attn_implementation(SPY)
+        seen_kwargs.clear()
+        with torch.no_grad():
+            model(**batch)
+        assert len(seen_kwargs) == model.config.num_hidden_layers
+        assert all(set(flash_kwargs) <= set(names) for names in seen_kwargs), (type(model).__name__, seen_kwargs)
 
 
 def test_packed_position_beyond_block_size_is_named(tiny_config):

@@ -271,7 +271,7 @@ def test_sequence_classification_matches_gpt2(tmp_path):
     ref = GPT2ForSequenceClassification(config).eval()
     ref.save_pretrained(tmp_path)
     ours = EmbGPTForSequenceClassification.from_pretrained(tmp_path).eval()
-    assert ours.config.pad_token_id == 0 and ours.config.num_labels == 3
+    assert ours.config.pad_token_id == 0 and ours.config.num_labels == ours.num_labels == ref.num_labels == 3
     ids = torch.randint(1, 50257, (3, 10))
     ids[0, 7:] = 0  # right padding: pools position 6
     ids[1, :4] = 0  # left padding: pools the last position

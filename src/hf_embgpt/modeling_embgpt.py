@@ -585,7 +585,7 @@ def _check_inputs(config, input_ids, inputs_embeds, attention_mask, position_ids
 def _check_attention_mask(mask, batch, length, past_length):
     """A 2-D mask covers the cached tokens and the new ones; a 4-D mask is (batch or 1, 1 or heads, new, keys)."""
     covered = past_length + length if isinstance(past_length, int) else None  # a static cache's length is a tensor
-    if mask.ndim == 2 and mask.shape[0] == batch and (covered is None or mask.shape[1] == covered):
+    if mask.ndim == 2 and mask.shape[0] == batch and mask.shape[1] == (covered or max(mask.shape[1], length)):
         return
     if mask.ndim == 4 and mask.shape[0] in (1, batch) and mask.shape[2] == length:
         return
@@ -668,8 +668,6 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
     (from position_ids), the cache offset; in eager mode it too returns None for SDPA when the mask is all ones and the
     rows are not packed. Its signature moved within 5.x.
     """
-    if attention_mask is not None and attention_mask.ndim == 2 and attention_mask.shape[-1] == 0:
-        attention_mask = None
     if isinstance(cache, DynamicCache) and cache.get_seq_length() == 0:
         cache = None  # same mask sizes; and transformers looks for packed rows only when there is no cache
     if attention_mask is None and position_ids is None and cache is None and _none_is_causal(config):
