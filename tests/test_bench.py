@@ -72,3 +72,17 @@ def test_bad_reps_is_rejected_with_a_message():
     )
     assert done.returncode == 2
     assert "--reps must be at least 1, got 0" in done.stderr
+
+
+def test_linear_layout_benchmark_times_both_layouts(tmp_path):
+    script = os.path.join(os.path.dirname(SCRIPT), "bench_linear_layout.py")
+    out = tmp_path / "layout.json"
+    done = subprocess.run(
+        [sys.executable, script, "--n_embd", "64", "--layers", "2", "--reps", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["ms_per_token"]) == {"nn.Linear (out, in): F.linear", "Conv1D (in, out): addmm"}
+    assert all(s["min"] <= s["median"] <= s["max"] for s in r["ms_per_token"].values())
+    assert r["nn_linear_speed_vs_conv1d"] > 0 and "speed vs Conv1D" in done.stdout
