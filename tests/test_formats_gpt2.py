@@ -156,6 +156,18 @@ def test_gpt2_options_embgpt_cannot_reproduce_are_refused(tmp_path, overrides, m
         EmbGPTForCausalLM.from_pretrained(folder)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(n_inner=256), dict(activation_function="gelu_pytorch_tanh"), dict(activation_function="gelu")],
+    ids=["n_inner=4*n_embd", "gelu_pytorch_tanh", "gelu"],
+)
+def test_gpt2_options_embgpt_reproduces_load_to_gpt2s_logits(tmp_path, overrides):
+    """An explicit n_inner of 4 * n_embd (64 here) and the GELUs transformers' GPT-2 offers: same logits."""
+    folder = save_random_gpt2(tmp_path / "gpt2", **overrides)
+    ours = EmbGPTForCausalLM.from_pretrained(folder)
+    torch.testing.assert_close(logits_of(ours, IDS), logits_of(GPT2LMHeadModel.from_pretrained(folder), IDS))
+
+
 def test_bias_false_model_cannot_be_exported_to_gpt2(tiny_config):
     tiny_config.bias = False
     with pytest.raises(ValueError, match="bias=False"):

@@ -305,9 +305,10 @@ def test_auto_classes_resolve_to_embgpt(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("bad_id", [-1, 50257, 60000])
-def test_token_ids_out_of_range_are_named(tiny_config, bad_id):
+@pytest.mark.parametrize("ids", [[1, 2, None, 3], [None]], ids=["in-a-row", "alone"])  # alone: a decoding step
+def test_token_ids_out_of_range_are_named(tiny_config, bad_id, ids):
     model = EmbGPTForCausalLM(tiny_config)
-    ids = torch.tensor([[1, 2, bad_id, 3]])
+    ids = torch.tensor([[bad_id if i is None else i for i in ids]])
     with pytest.raises(
         ValueError, match=rf"input_ids has token id {bad_id}, which is out of range for vocab_size 50257"
     ):
