@@ -305,7 +305,7 @@ class EmbGPTModel(EmbGPTPreTrainedModel):
         if token_type_ids is not None:  # GPT-2 embeds segment ids through wte too
             x = x + self.wte(token_type_ids)
         x = self.drop(x)
-        mask = _causal_mask(self.config, x, attention_mask, cache, cache_position, caller_positions)  # None: causal
+        mask = _causal_mask(self.config, x, attention_mask, cache, caller_positions)  # None: causal
 
         hidden_states, attentions = [], []
         for block in self.h:
@@ -659,7 +659,7 @@ def _liger_fused_linear_cross_entropy():
     return liger.liger_fused_linear_cross_entropy
 
 
-def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids):
+def _causal_mask(config, x, attention_mask, cache, position_ids):
     """The mask every layer uses, or None for plain causal attention, which SDPA runs with is_causal=True (flash).
 
     None is decided from Python values alone, so it holds under torch.compile too: no padding mask, no caller's
@@ -675,10 +675,8 @@ def _causal_mask(config, x, attention_mask, cache, cache_position, position_ids)
     offered = {
         "config": config,
         "inputs_embeds": x,
-        "input_embeds": x,
         "attention_mask": attention_mask,
-        "cache_position": cache_position,
-        "cache": cache,
+        "cache": cache,  # 5.24; earlier 5.x releases call it past_key_values
         "past_key_values": cache,
         "position_ids": position_ids,
     }
