@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-from conftest import save_random_gpt2
+from conftest import gpt2_config, save_random_gpt2
 from hf_embgpt import EmbGPTForCausalLM
 from hf_embgpt.formats.gpt2 import gpt2_config_from, state_dict_to_gpt2
+from hf_embgpt.modeling_embgpt import config_from_gpt2
 
 
 def logits_of(model, ids):
@@ -166,6 +167,33 @@ def test_gpt2_options_embgpt_reproduces_load_to_gpt2s_logits(tmp_path, overrides
     folder = save_random_gpt2(tmp_path / "gpt2", **overrides)
     ours = EmbGPTForCausalLM.from_pretrained(folder)
     torch.testing.assert_close(logits_of(ours, IDS), logits_of(GPT2LMHeadModel.from_pretrained(folder), IDS))
+
+
+def test_every_gpt2_config_field_carries_over_and_differing_dropout_rates_are_named(caplog):
+    """Each field set away from its default, so a field left out (or misnamed: configs keep unknown keywords) shows."""
+    gpt2 = gpt2_config(
+        vocab_size=1000, n_positions=96, n_layer=3, n_head=2, n_embd=32, layer_norm_epsilon=1e-6,
+        initializer_range=0.05, bos_token_id=3, eos_token_id=4, pad_token_id=5, id2label={0: "no", 1: "yes"},
+        problem_type="single_label_classification", activation_function="gelu", dropout=0.25,
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        ours = config_from_gpt2(gpt2)
+    assert "dropout rates differ" not in caplog.text
+    pairs = {
+        "vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
+        "n_embd": "n_embd", "layer_norm_epsilon": "layer_norm_epsilon", "initializer_range": "initializer_range",
+        "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+        "id2label": "id2label", "label2id": "label2id", "problem_type": "problem_type",
+        "activation_function": "activation_function", "dropout": "resid_pdrop",
+    }  # fmt: skip
+    assert {ours_: getattr(ours, ours_) for ours_ in pairs} == {
+        ours_: getattr(gpt2, theirs) for ours_, theirs in pairs.items()
+    }
+    assert ours.bias is True
+    gpt2.attn_pdrop = 0.0
+    with caplog.at_level("WARNING"):
+        config_from_gpt2(gpt2)
+    assert "GPT-2 dropout rates differ ([0.0, 0.25]); EmbGPT uses resid_pdrop for all three" in caplog.text
 
 
 def test_bias_false_model_cannot_be_exported_to_gpt2(tiny_config):
