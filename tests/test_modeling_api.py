@@ -584,3 +584,20 @@ def test_attention_mask_with_a_static_cache_covers_at_least_the_new_tokens(tiny_
     torch.testing.assert_close(
         model(ids[:, 10:], attention_mask=mask, **{_CACHE_FIELD: cache}).logits, model(ids).logits[:, 10:]
     )
+
+
+@pytest.mark.parametrize("mean_resizing", [True, False])
+def test_resize_token_embeddings_matches_gpt2(make_pair, mean_resizing):
+    """Adding tokens (a pad token, chat markers): the same new rows as GPT-2's, the head still tied, old logits kept."""
+    ref, ours = make_pair("sdpa", vocab_size=1000)
+    ids = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(0))
+    before = ours(ids).logits
+    for model in (ref, ours):
+        torch.manual_seed(1)
+        model.resize_token_embeddings(1003, mean_resizing=mean_resizing)
+    assert ours.config.vocab_size == ref.config.vocab_size == 1003
+    assert ours.lm_head.weight is ours.transformer.wte.weight
+    torch.testing.assert_close(ours.transformer.wte.weight, ref.transformer.wte.weight, rtol=0, atol=0)
+    new_ids = torch.tensor([[1000, 5, 1002, 1001]])
+    torch.testing.assert_close(ours(new_ids).logits, ref(new_ids).logits, rtol=0, atol=TOL)
+    torch.testing.assert_close(ours(ids).logits[..., :1000], before, rtol=0, atol=TOL)
