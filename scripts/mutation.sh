@@ -3,8 +3,9 @@
 #
 #   scripts/mutation.sh [-b SECONDS] [MODULE ...]
 #
-# MODULE: configuration_embgpt, modeling_embgpt, formats, checkpoints (default: all four). The budget (default 600 s,
-# or $MUTATION_BUDGET) bounds the whole run; mutants not reached in time are reported as "not checked", and the next
+# MODULE: configuration_embgpt, modeling_embgpt, formats (or one of its modules, e.g. formats.gpt2), checkpoints
+# (default: all four). The budget (default 600 s, or $MUTATION_BUDGET) bounds the whole run; mutants not reached in
+# time are reported as "not checked", and the next
 # run checks only those (mutmut keeps its results in mutants/; delete the folder to start over).
 # $PYTHON picks the interpreter (default: python); $MUTATION_CHILDREN the parallel test processes (default 1).
 #
@@ -35,11 +36,14 @@ modules=("$@")
 [[ ${#modules[@]} -gt 0 ]] || modules=(configuration_embgpt modeling_embgpt formats checkpoints)
 patterns=()
 for module in "${modules[@]}"; do
-    if [[ -z "${PATTERNS[$module]:-}" ]]; then
-        echo "unknown module '$module'; choose from: ${!PATTERNS[*]}" >&2
+    if [[ -n "${PATTERNS[$module]:-}" ]]; then
+        patterns+=("${PATTERNS[$module]}")
+    elif [[ "$module" =~ ^formats\.[a-z0-9_]+$ && -f "src/hf_embgpt/${module/./\/}.py" ]]; then
+        patterns+=("hf_embgpt.$module.*")  # one module of formats/, e.g. formats.gpt2
+    else
+        echo "unknown module '$module'; choose from: ${!PATTERNS[*]} (or formats.<module>)" >&2
         exit 2
     fi
-    patterns+=("${PATTERNS[$module]}")
 done
 
 if ! "$python" -c "import mutmut" 2>/dev/null; then
