@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
 from conftest import gpt2_config, save_random_gpt2
-from hf_embgpt import EmbGPTForCausalLM
+from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM
 from hf_embgpt.formats.gpt2 import gpt2_config_from, state_dict_to_gpt2
 from hf_embgpt.modeling_embgpt import config_from_gpt2
 
@@ -198,8 +198,45 @@ def test_every_gpt2_config_field_carries_over_and_differing_dropout_rates_are_na
 
 def test_bias_false_model_cannot_be_exported_to_gpt2(tiny_config):
     tiny_config.bias = False
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(ValueError, match="^GPT-2 has biases everywhere; a bias=False EmbGPT model can't be exported"):
         gpt2_config_from(tiny_config)
+
+
+def test_export_config_carries_every_field_and_reads_back_the_same():
+    """EmbGPTConfig -> GPT2Config -> EmbGPTConfig, each field away from its default so a field left out shows."""
+    ours = EmbGPTConfig(
+        vocab_size=1000, block_size=96, n_layer=3, n_head=2, n_embd=32, dropout=0.25, activation_function="gelu",
+        layer_norm_epsilon=1e-6, initializer_range=0.05, bos_token_id=3, eos_token_id=4, pad_token_id=5,
+    )  # fmt: skip
+    gpt2 = gpt2_config_from(ours)
+    pairs = {
+        "vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
+        "n_embd": "n_embd", "dropout": "resid_pdrop", "activation_function": "activation_function",
+        "layer_norm_epsilon": "layer_norm_epsilon", "initializer_range": "initializer_range",
+        "bos_token_id": "bos_token_id", "eos_token_id": "eos_token_id", "pad_token_id": "pad_token_id",
+    }  # fmt: skip
+    assert {theirs: getattr(gpt2, theirs) for theirs in pairs.values()} == {
+        theirs: getattr(ours, name) for name, theirs in pairs.items()
+    }
+    assert gpt2.embd_pdrop == gpt2.attn_pdrop == 0.25
+    back = config_from_gpt2(gpt2)
+    assert {name: getattr(back, name) for name in pairs} == {name: getattr(ours, name) for name in pairs}
+
+
+def test_write_gpt2_makes_a_folder_gpt2lmheadmodel_loads_with_our_logits(tmp_path, tiny_config):
+    from transformers import GenerationConfig
+
+    from hf_embgpt.formats.gpt2 import write_gpt2
+
+    torch.manual_seed(0)
+    ours = EmbGPTForCausalLM(tiny_config).eval()
+    write_gpt2(tiny_config, ours.state_dict(), tmp_path / "plain")
+    write_gpt2(tiny_config, ours.state_dict(), tmp_path / "gen", generation_config=GenerationConfig(max_new_tokens=7))
+    for folder in ("plain", "gen"):
+        gpt2 = GPT2LMHeadModel.from_pretrained(tmp_path / folder)
+        assert gpt2.lm_head.weight is gpt2.transformer.wte.weight
+        torch.testing.assert_close(logits_of(gpt2, IDS), logits_of(ours, IDS))
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / "gen").generation_config.max_new_tokens == 7
 
 
 # ---- saves are atomic
