@@ -192,9 +192,28 @@ def test_gelu_new_model_round_trips_its_activation(tmp_path, caplog):
     model = EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny")).eval()
     with caplog.at_level("WARNING"):
         write_nanogpt(model.config, model.state_dict(), tmp_path / "ckpt.pt")
-    assert "exact GELU" in caplog.text
+    assert "nanoGPT's model.py computes the exact GELU; this model uses 'gelu_new', so nanoGPT's logits" in caplog.text
+    assert "LayerNorm" not in caplog.text
     config, _ = read_nanogpt(tmp_path / "ckpt.pt")
     assert config.activation_function == "gelu_new"
+
+
+def test_other_layer_norm_eps_is_named_and_round_trips(tmp_path, caplog):
+    config = EmbGPTConfig(**{**ARGS, "bias": True}, activation_function="gelu", layer_norm_epsilon=1e-6)
+    model = EmbGPTForCausalLM(config)
+    with caplog.at_level("WARNING"):
+        write_nanogpt(config, model.state_dict(), tmp_path / "ckpt.pt")
+    assert "nanoGPT's LayerNorm uses eps 1e-5; this model uses 1e-06" in caplog.text and "GELU" not in caplog.text
+    assert read_nanogpt(tmp_path / "ckpt.pt")[0].layer_norm_epsilon == 1e-6
+
+
+def test_exported_checkpoint_has_train_pys_keys_for_a_fresh_resume(tmp_path):
+    """nanoGPT's train.py (init_from='resume') reads iter_num, best_val_loss and config: an export starts over."""
+    model = EmbGPTForCausalLM(EmbGPTConfig(**{**ARGS, "bias": True}, activation_function="gelu"))
+    write_nanogpt(model.config, model.state_dict(), tmp_path)  # a folder gets ckpt.pt, as train.py's out_dir
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert {"model", "model_args", "iter_num", "best_val_loss", "config"} <= set(checkpoint)
+    assert (checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["config"]) == (0, float("inf"), {})
 
 
 class NotAllowed:
@@ -226,8 +245,12 @@ def test_bad_checkpoints_name_file_and_problem(tmp_path):
             },
             "lm_head.weight differs",
         ),
-        # weights_only refuses it, and the message says so without torch's advice to pass weights_only=False
-        "pickle.pt": ({"model_args": NotAllowed()}, "objects other than tensors and plain containers"),
+        # weights_only refuses it, and the message says so (naming the class) without torch's advice to pass
+        # weights_only=False
+        "pickle.pt": (
+            {"model_args": NotAllowed()},
+            f"objects other than tensors and plain containers ({__name__}.NotAllowed); it is refused",
+        ),
     }
     for name, (content, message) in cases.items():
         torch.save(content, tmp_path / name)
@@ -239,7 +262,14 @@ def test_bad_checkpoints_name_file_and_problem(tmp_path):
     (tmp_path / "truncated.pt").write_bytes(good.read_bytes()[:-300])
     with pytest.raises(ValueError, match="truncated or corrupt") as info:
         read_nanogpt(tmp_path / "truncated.pt")
-    assert "truncated.pt" in str(info.value)
+    try:  # the reason is torch's own, first line
+        torch.load(tmp_path / "truncated.pt", weights_only=True)
+    except RuntimeError as error:
+        torch_says = str(error).strip().splitlines()[0]
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'truncated.pt'} is not a readable torch checkpoint (truncated or corrupt?): {torch_says}"
+    )
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         read_nanogpt(tmp_path / "nowhere.pt")
 
