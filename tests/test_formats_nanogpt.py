@@ -227,8 +227,19 @@ def test_bad_checkpoints_name_file_and_problem(tmp_path):
     checkpoint = torch.load(good, weights_only=True)
 
     cases = {
-        "no_args.pt": ({"model": checkpoint["model"]}, "has no 'model_args'"),
-        "few_args.pt": ({**checkpoint, "model_args": {"n_layer": 2}}, "model_args is missing n_head"),
+        "no_args.pt": (
+            {"model": checkpoint["model"]},
+            "has no 'model_args', so it is not a nanoGPT checkpoint (found ['model'])",
+        ),
+        "tensor.pt": (torch.zeros(2), "has no 'model_args', so it is not a nanoGPT checkpoint (found Tensor)"),
+        "few_args.pt": (  # in nanoGPT's train.py order
+            {**checkpoint, "model_args": {"n_layer": 2}},
+            "model_args is missing n_head, n_embd, block_size, bias, vocab_size, dropout",
+        ),
+        "odd_heads.pt": (
+            {**checkpoint, "model_args": {**checkpoint["model_args"], "n_head": 3}},
+            "model_args describe an impossible model: ",
+        ),
         "no_model.pt": ({"model_args": checkpoint["model_args"]}, "no 'model' state dict"),
         "missing.pt": (
             {**checkpoint, "model": {k: v for k, v in checkpoint["model"].items() if "h.1.ln_2.bias" not in k}},
@@ -279,7 +290,7 @@ def test_failed_write_leaves_destination_untouched(tmp_path):
     path.write_bytes(b"previous")
     model = EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny"))
     broken = {k: v for k, v in model.state_dict().items() if k != "transformer.wpe.weight"}
-    with pytest.raises(ValueError, match="missing transformer.wpe.weight"):
+    with pytest.raises(ValueError, match="^model: checkpoint is missing transformer.wpe.weight$"):
         write_nanogpt(model.config, broken, path)
     assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["ckpt.pt"]
 
