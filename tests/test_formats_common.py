@@ -3,8 +3,10 @@ GPT2TokenizerFast/AutoTokenizer on the same files (GPT-2's vocab.json and merges
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from hf_embgpt.formats.common import find_tokenizer, load_tokenizer
@@ -59,3 +61,60 @@ def test_a_hub_checkpoint_without_a_tokenizer_has_none(tmp_path, gpt2_tokenizer_
     assert find_tokenizer(str(tmp_path / "no-such-model"), "hub") is None
     tok = find_tokenizer(gpt2_tokenizer_dir, "hub")  # a local folder named like a Hub id: loaded as it is
     assert tok(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
+
+
+# ---- slicing a padded vocabulary (nanoGPT's and llm.c's 50304 rows), loading state dicts, staged folders
+
+
+def padded_checkpoint(vocab_size=50304, **config):
+    from conftest import random_state_dict
+    from hf_embgpt import EmbGPTConfig
+
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=vocab_size, **config)
+    return config, random_state_dict(config)
+
+
+@pytest.mark.parametrize("vocab_size", [50257, 50256, 1])
+def test_slicing_keeps_the_first_rows_tied_and_the_special_ids_the_new_vocabulary_has(vocab_size):
+    """The special ids of the sliced config are those EmbGPTConfig gives that vocabulary itself (50256 only if held)."""
+    from hf_embgpt import EmbGPTConfig
+    from hf_embgpt.formats.common import slice_vocab
+
+    config, state_dict = padded_checkpoint(pad_token_id=50256)
+    sliced_config, sliced = slice_vocab(config, state_dict, vocab_size)
+    assert sliced_config.vocab_size == vocab_size
+    assert torch.equal(sliced["transformer.wte.weight"], state_dict["transformer.wte.weight"][:vocab_size])
+    assert sliced["lm_head.weight"] is sliced["transformer.wte.weight"]
+    fresh = EmbGPTConfig(vocab_size=vocab_size)
+    assert (sliced_config.bos_token_id, sliced_config.eos_token_id) == (fresh.bos_token_id, fresh.eos_token_id)
+    assert sliced_config.pad_token_id == (50256 if vocab_size > 50256 else None)
+
+
+@pytest.mark.parametrize("vocab_size", [0, -1, 50305, 1.5])
+def test_slicing_to_an_impossible_size_names_the_source_and_the_range(vocab_size):
+    from hf_embgpt.formats.common import slice_vocab
+
+    config, state_dict = padded_checkpoint()
+    with pytest.raises(ValueError, match=rf"^ckpt.pt: vocab_size {vocab_size!r} must be an integer in \[1, 50304\]$"):
+        slice_vocab(config, state_dict, vocab_size, "ckpt.pt")
+    with pytest.raises(ValueError, match=r"^checkpoint: vocab_size"):  # the default source
+        slice_vocab(config, state_dict, vocab_size)
+
+
+def test_a_state_dict_with_a_missing_tensor_is_named_as_a_state_dict_by_default():
+    from hf_embgpt.formats.common import model_from_state_dict
+
+    config, state_dict = padded_checkpoint(vocab_size=1000)
+    del state_dict["transformer.ln_f.bias"]
+    with pytest.raises(ValueError, match=r"^state dict: checkpoint is missing transformer.ln_f.bias$"):
+        model_from_state_dict(config, state_dict)
+
+
+def test_a_staged_folder_keeps_the_folders_other_files_by_default(tmp_path):
+    from hf_embgpt.formats.common import atomic_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("kept")
+    with atomic_folder(tmp_path / "out") as staging:
+        (Path(staging) / "model.bin").write_text("new")
+    assert sorted(os.listdir(tmp_path / "out")) == ["model.bin", "notes.txt"]
