@@ -281,6 +281,10 @@ def test_bad_checkpoints_name_file_and_problem(tmp_path):
         str(info.value)
         == f"{tmp_path / 'truncated.pt'} is not a readable torch checkpoint (truncated or corrupt?): {torch_says}"
     )
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")  # neither a zip nor a pickle: corrupt, not hostile
+    with pytest.raises(ValueError, match="garbage.pt is not a readable torch checkpoint") as info:
+        read_nanogpt(tmp_path / "garbage.pt")
+    assert "weights_only" not in str(info.value) and "other than tensors" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         read_nanogpt(tmp_path / "nowhere.pt")
 

@@ -45,8 +45,9 @@ def read_nanogpt(path, vocab_size=None):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" in str(e).lower():  # a well-formed pickle of more than tensors
-            raise ValueError(_refused_pickle(path, str(e))) from None
+        found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", str(e))
+        if found:  # a well-formed pickle of more than tensors: it names the class it would have to import
+            raise ValueError(_refused_pickle(path, found.group(1) or found.group(2))) from None
         raise _unreadable(path, e) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise _unreadable(path, e) from e
@@ -83,16 +84,17 @@ def read_nanogpt(path, vocab_size=None):
 
 
 def _unreadable(path, error):
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The first line of torch's reason; for its weights-only unpickler, the line after its advice to load the file
+    with weights_only=False (which would not help a corrupt file, and would run code from a hostile one)."""
+    message = str(error).partition("WeightsUnpickler error:")[2] or str(error)
+    reason = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}")
 
 
-def _refused_pickle(path, message):
+def _refused_pickle(path, global_name):
     """Why torch.load(weights_only=True) refused a file, without torch's advice to load it with weights_only=False."""
-    found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", message)
-    named = f" ({found.group(1) or found.group(2)})" if found else ""
     return (
-        f"{path} holds Python objects other than tensors and plain containers{named}; it is refused, since "
+        f"{path} holds Python objects other than tensors and plain containers ({global_name}); it is refused, since "
         f"unpickling them could run code from the file (nanoGPT checkpoints hold only tensors, numbers and strings)"
     )
 
