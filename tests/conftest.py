@@ -13,6 +13,14 @@ import hf_embgpt
 TINY = dict(n_layer=2, n_head=4, n_embd=64, n_positions=128)
 
 
+@pytest.fixture(autouse=True)
+def _scratch_working_directory_under_mutation_testing(tmp_path_factory, monkeypatch):
+    """Under mutmut (scripts/mutation.sh) a mutant may turn a folder argument into None, which os.scandir and
+    os.listdir read as the working directory: mutmut's copy of the project. Each test runs from a scratch folder."""
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 def gpt2_config(dropout=0.0, **overrides):
     """A GPT2Config (tiny by default) with every dropout rate set to `dropout`."""
     values = {**TINY, "resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout, **overrides}

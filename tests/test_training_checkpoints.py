@@ -162,7 +162,8 @@ def test_resume_point_follows_run_clms_rules_for_the_output_folder(tmp_path, cap
     assert trainer_state(checkpoint) == {"global_step": 3}
 
 
-def test_clear_folder_empties_the_folder_and_keeps_it_and_what_links_point_to(tmp_path):
+def test_clear_folder_empties_the_folder_and_keeps_it_and_what_links_point_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what clear_folder(None) would empty: it must not be the checkout
     folder, outside = tmp_path / "run", tmp_path / "elsewhere"
     (folder / "checkpoint-1").mkdir(parents=True)
     (folder / "checkpoint-1" / "model.safetensors").write_text("w")
