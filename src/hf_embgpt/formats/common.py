@@ -21,12 +21,6 @@ def expected_shapes(config):
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
-def gpt2_special_tokens(vocab_size):
-    """GPT-2's <|endoftext|> (50256) as bos/eos when the vocabulary has it; none for other vocabularies."""
-    eot = 50256 if isinstance(vocab_size, int) and vocab_size > 50256 else None
-    return {"bos_token_id": eot, "eos_token_id": eot}
-
-
 def check_state_dict(state_dict, config, source):
     """Raise a ValueError naming `source` if tensors are missing, unexpected or mis-shaped; fill the tied head.
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..configuration_embgpt import EmbGPTConfig
-from .common import atomic_file, check_state_dict, gpt2_special_tokens
+from .common import atomic_file, check_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ def read_llmc(path):
             n_layer=n_layer,
             n_head=n_head,
             n_embd=n_embd,
-            **gpt2_special_tokens(vocab_size),
         )
     except ValueError as e:
         raise ValueError(f"{path}: header describes an impossible model: {e}") from e

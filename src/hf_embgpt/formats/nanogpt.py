@@ -24,7 +24,7 @@ import torch
 
 from ..configuration_embgpt import EmbGPTConfig
 from ..modeling_embgpt import GPT2_MASK_BUFFER
-from .common import atomic_file, check_state_dict, gpt2_special_tokens, slice_vocab
+from .common import atomic_file, check_state_dict, slice_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ def read_nanogpt(path, vocab_size=None):
             **{name: args[name] for name in MODEL_ARGS},
             activation_function=extra.get("activation_function", NANOGPT_ACTIVATION),
             layer_norm_epsilon=extra.get("layer_norm_epsilon", NANOGPT_EPS),
-            **gpt2_special_tokens(args["vocab_size"]),
         )
     except ValueError as e:
         raise ValueError(f"{path}: model_args describe an impossible model: {e}") from e

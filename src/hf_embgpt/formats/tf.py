@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..configuration_embgpt import EmbGPTConfig
-from .common import atomic_folder, check_state_dict, gpt2_special_tokens
+from .common import atomic_folder, check_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def read_tf(path, verify_checksums=True):
         raise ValueError(f"{hparams_file} is missing {', '.join(missing)}")
     try:
         values = {ours: hparams[theirs] for theirs, ours in HPARAMS.items()}
-        config = EmbGPTConfig(**values, **gpt2_special_tokens(values["vocab_size"]))
+        config = EmbGPTConfig(**values)
     except ValueError as e:
         raise ValueError(f"{hparams_file} describes an impossible model: {e}") from e
 
