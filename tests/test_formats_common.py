@@ -20,13 +20,18 @@ def test_a_bare_bpe_folder_loads_as_gpt2s_tokenizer_with_its_context(gpt2_tokeni
     assert tok(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
 
 
-def test_a_saved_tokenizer_folder_loads_as_saved(tmp_path, gpt2_tokenizer):
-    """With tokenizer.json/tokenizer_config.json beside vocab.json, the saved settings win (AutoTokenizer's view)."""
+@pytest.mark.parametrize("with_bpe_files", [False, True], ids=["saved", "saved-with-vocab-and-merges"])
+def test_a_saved_tokenizer_folder_loads_as_saved(tmp_path, gpt2_tokenizer_dir, gpt2_tokenizer, with_bpe_files):
+    """With tokenizer.json/tokenizer_config.json (beside vocab.json and merges.txt, as older transformers saved them),
+    the saved settings win: AutoTokenizer's view, not a bare BPE folder's."""
     gpt2_tokenizer.model_max_length = 77
     try:
         gpt2_tokenizer.save_pretrained(tmp_path)
     finally:
         gpt2_tokenizer.model_max_length = 1024
+    if with_bpe_files:
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(os.path.join(gpt2_tokenizer_dir, name), tmp_path / name)
     tok = load_tokenizer(tmp_path)
     assert tok.model_max_length == AutoTokenizer.from_pretrained(tmp_path).model_max_length == 77
     assert tok(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
@@ -58,6 +63,7 @@ def test_openais_encoder_and_vocab_bpe_are_found_only_together(tmp_path, gpt2_to
 
 
 def test_a_hub_checkpoint_without_a_tokenizer_has_none(tmp_path, gpt2_tokenizer_dir, gpt2_tokenizer):
+    shutil.copytree(gpt2_tokenizer_dir, tmp_path, dirs_exist_ok=True)  # beside it, but not its own: not taken
     assert find_tokenizer(str(tmp_path / "no-such-model"), "hub") is None
     tok = find_tokenizer(gpt2_tokenizer_dir, "hub")  # a local folder named like a Hub id: loaded as it is
     assert tok(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
