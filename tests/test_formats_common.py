@@ -124,3 +124,44 @@ def test_a_staged_folder_keeps_the_folders_other_files_by_default(tmp_path):
     with atomic_folder(tmp_path / "out") as staging:
         (Path(staging) / "model.bin").write_text("new")
     assert sorted(os.listdir(tmp_path / "out")) == ["model.bin", "notes.txt"]
+
+
+def test_folder_lock_makes_other_writers_wait_and_names_the_holder(tmp_path, monkeypatch, caplog):
+    """A second writer (here a thread: flock locks are per open file) waits, then gives up naming this process."""
+    import threading
+
+    from hf_embgpt.formats import common
+
+    monkeypatch.setattr(common, "SAVE_LOCK_TIMEOUT", 0.3)
+    folder = tmp_path / "new" / "model"  # the parent is made
+    errors = []
+
+    def second_writer():
+        try:
+            with common.folder_lock(folder):
+                errors.append(None)
+        except TimeoutError as error:
+            errors.append(error)
+
+    with common.folder_lock(folder):
+        with common.folder_lock(folder):  # re-entrant in the holding thread
+            pass
+        thread = threading.Thread(target=second_writer)
+        with caplog.at_level("WARNING"):
+            thread.start()
+            thread.join()
+    assert f"waiting for process {os.getpid()}, which is saving {folder}" in caplog.text
+    assert len(errors) == 1 and isinstance(errors[0], TimeoutError)
+    assert str(errors[0]).startswith(f"{folder} is being saved by process {os.getpid()} (lock ")
+    with common.folder_lock(folder):  # released: taken at once
+        pass
+    assert os.listdir(tmp_path / "new") == []  # the lock file went with its holder
+
+
+def test_save_tokenizer_swaps_in_the_tokenizer_beside_the_folders_other_files(tmp_path, gpt2_tokenizer):
+    from hf_embgpt.formats.common import save_tokenizer
+
+    (tmp_path / "model.safetensors").write_text("weights")
+    save_tokenizer(gpt2_tokenizer, tmp_path)
+    assert (tmp_path / "model.safetensors").read_text() == "weights"
+    assert AutoTokenizer.from_pretrained(tmp_path)(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
