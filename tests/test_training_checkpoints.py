@@ -111,7 +111,7 @@ def test_a_truncated_file_makes_a_checkpoint_incomplete(tmp_path, truncated):
     assert not checkpoint_is_complete(folder)
 
 
-def test_a_torch_file_whose_entries_run_past_its_end_is_incomplete(tmp_path):
+def test_a_torch_file_whose_entries_run_past_its_end_is_incomplete(tmp_path, caplog):
     """The zip directory reads but names more bytes than the file holds (an entry overwritten short)."""
     folder = fake_checkpoint(tmp_path, 4)
     path = Path(folder, "optimizer.pt")
@@ -120,6 +120,7 @@ def test_a_torch_file_whose_entries_run_past_its_end_is_incomplete(tmp_path):
     struct.pack_into("<I", data, entry + 20, len(data))
     path.write_bytes(bytes(data))
     assert not checkpoint_is_complete(folder)
+    assert f"checkpoint {folder} is incomplete or unreadable (ValueError: optimizer.pt is cut short)" in caplog.text
 
 
 def test_a_deepspeed_checkpoint_is_complete_without_model_optimizer_or_scheduler_files(tmp_path):
@@ -128,7 +129,7 @@ def test_a_deepspeed_checkpoint_is_complete_without_model_optimizer_or_scheduler
     assert not checkpoint_is_complete(deepspeed_checkpoint(tmp_path / "no_rng", 4, drop=["rng_state.pth"]))
 
 
-def test_the_newest_complete_checkpoint_is_chosen_by_number(tmp_path):
+def test_the_newest_complete_checkpoint_is_chosen_by_number(tmp_path, caplog):
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
     assert last_complete_checkpoint(str(tmp_path)) is None
     fake_checkpoint(tmp_path, 9)
@@ -136,6 +137,7 @@ def test_the_newest_complete_checkpoint_is_chosen_by_number(tmp_path):
     fake_checkpoint(tmp_path, 11, drop=["optimizer.pt"])  # cut short by a kill
     os.makedirs(tmp_path / "checkpoint-12-extra")  # not a Trainer checkpoint name
     assert last_complete_checkpoint(str(tmp_path)) == newest
+    assert f"ignoring incomplete checkpoint {tmp_path / 'checkpoint-11'}" in caplog.text
 
 
 def test_resume_point_follows_run_clms_rules_for_the_output_folder(tmp_path, caplog):
