@@ -26,8 +26,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name; a bare wor
 
 def is_hub_id(name):
     """Whether `name` reads as a Hub repo id (`owner/name`) rather than a local path."""
-    name = os.fspath(name)
-    return bool(_REPO_ID.match(name)) and not os.path.isabs(name) and not name.startswith(".")
+    return bool(_REPO_ID.match(os.fspath(name)))  # starts with a letter or digit: never "/", "./" or "../"
 
 
 def check_source(name, what="checkpoint"):
