@@ -33,7 +33,7 @@ def test_a_record_is_written_as_sorted_json_and_merged_over_the_earlier_one(tmp_
         "datasets": ["tinyshakespeare", "7"],
         "command": "c",
         "updated": second["updated"],
-    }  # fmt: skip  (None leaves the earlier notes; the later kind wins)
+    }  # None leaves the earlier notes; the later kind wins
     assert second["hf_embgpt_version"] == importlib.metadata.version("hf_embgpt")
     updated = datetime.datetime.fromisoformat(second["updated"])
     assert updated.utcoffset() == datetime.timedelta(0) and before <= updated <= after
