@@ -310,3 +310,96 @@ def test_124m_round_trip(tmp_path):
     back_config, back = read_tf(tmp_path / "124M")
     assert back_config.to_diff_dict() == config.to_diff_dict()
     assert_same_tensors(back, state_dict)
+
+
+# ---- the pieces a reader meets: which prefix a folder holds, hparams, variable names, protobuf as Google encodes it
+
+
+def test_a_folder_is_read_at_the_prefix_its_checkpoint_file_names(tmp_path):
+    """TensorFlow's Saver writes `checkpoint` (model_checkpoint_path: "...") beside its prefixes; it decides."""
+    config, state_dict = _tiny_random()
+    other_config, other = _tiny_random(seed=1)
+    write_tf(config, state_dict, tmp_path / "a")
+    write_tf(other_config, other, tmp_path / "b")
+    for name in os.listdir(tmp_path / "b"):
+        if name.startswith("model.ckpt"):
+            os.rename(tmp_path / "b" / name, tmp_path / "a" / name.replace("model.ckpt", "model.ckpt-2"))
+    if (tmp_path / "a" / "checkpoint").exists():
+        os.remove(tmp_path / "a" / "checkpoint")
+    with pytest.raises(
+        FileNotFoundError, match=rf"^{tmp_path / 'a'} holds 2 .index files; expected one TF checkpoint$"
+    ):
+        read_tf(tmp_path / "a")
+    for pointed, expected in (("model.ckpt-2", other), (str(tmp_path / "a" / "model.ckpt"), state_dict)):
+        (tmp_path / "a" / "checkpoint").write_text(
+            f'model_checkpoint_path: "{pointed}"\nall_model_checkpoint_paths: "model.ckpt"\n'
+        )
+        assert_same_tensors(read_tf(tmp_path / "a")[1], expected)
+    assert_same_tensors(read_tf(tmp_path / "a" / "model.ckpt-2.index")[1], other)  # an .index file names its prefix
+
+
+def test_a_missing_prefix_and_a_single_file_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'model.ckpt'}.index does not exist$"):
+        read_tf(tmp_path / "model.ckpt")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'weights.bin'} is a single file, not an OpenAI TF checkpoint"):
+        read_tf(tmp_path / "weights.bin")
+
+
+def test_missing_hparams_and_variables_are_all_named(tf_folder):
+    hparams = json.loads((tf_folder / "hparams.json").read_text())
+    (tf_folder / "hparams.json").write_text(json.dumps({"n_embd": hparams["n_embd"]}))
+    with pytest.raises(ValueError, match=rf"^{tf_folder / 'hparams.json'} is missing n_vocab, n_ctx, n_head, n_layer$"):
+        read_tf(tf_folder)
+    (tf_folder / "hparams.json").write_text(json.dumps(hparams))
+    prefix = str(tf_folder / "model.ckpt")
+    tensors = read_tensor_bundle(prefix)
+    del tensors["model/ln_f/b"], tensors["model/wpe"]
+    write_tensor_bundle(prefix, {**tensors, "model/extra": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match=": missing model/wpe, model/ln_f/b; unexpected model/extra$"):
+        read_tf(tf_folder)
+    write_tensor_bundle(prefix, {**read_tensor_bundle(prefix), "model/ln_f/b": np.zeros(64, np.float32)})
+    write_tensor_bundle(prefix, {**read_tensor_bundle(prefix), "model/wpe": np.zeros((128, 64), np.float32)})
+    with pytest.raises(ValueError, match=": missing none; unexpected model/extra$"):
+        read_tf(tf_folder)
+
+
+def test_protobuf_fields_parse_as_googles_encoder_writes_them():
+    """Every wire type a TensorBundle header may use, encoded by the protobuf library itself."""
+    import struct
+
+    from google.protobuf import wrappers_pb2
+
+    from hf_embgpt.formats.tf import _parse_proto
+
+    cases = [
+        (wrappers_pb2.UInt64Value(value=2**64 - 1), lambda v: v),  # a 10-byte varint, the longest
+        (wrappers_pb2.Int64Value(value=-2), lambda v: v - 2**64),  # negative: ten bytes too
+        (wrappers_pb2.DoubleValue(value=1.5), lambda v: struct.unpack("<d", v.to_bytes(8, "little"))[0]),  # fixed64
+        (wrappers_pb2.FloatValue(value=-0.25), lambda v: struct.unpack("<f", v.to_bytes(4, "little"))[0]),  # fixed32
+        (wrappers_pb2.BytesValue(value=b"\x00tensor"), lambda v: v),  # length-delimited
+    ]
+    for message, decode in cases:
+        (value,) = _parse_proto(message.SerializeToString(), "header")[1]
+        assert decode(value) == message.value, type(message).__name__
+    two = (
+        wrappers_pb2.DoubleValue(value=3.0).SerializeToString() + wrappers_pb2.FloatValue(value=2.0).SerializeToString()
+    )
+    assert len(_parse_proto(two, "header")[1]) == 2  # a field repeated: both values, in order
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        (b"\x08\xff", "is truncated: a varint runs past the end of its data"),
+        (b"\x08" + b"\xff" * 10 + b"\x01", "is corrupt: a varint is longer than 10 bytes"),
+        (b"\x09\x00\x00", "is truncated: protobuf field 1 runs past its message"),
+        (b"\x0b", "is corrupt: protobuf wire type 3 in field 1"),
+    ],
+    ids=["cut-varint", "long-varint", "cut-fixed64", "group"],
+)
+def test_broken_protobuf_is_named(data, problem):
+    from hf_embgpt.formats.tf import _parse_proto
+
+    with pytest.raises(ValueError, match=f"^model.ckpt.index {re.escape(problem)}$"):
+        _parse_proto(data, "model.ckpt.index")
