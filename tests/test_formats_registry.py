@@ -55,3 +55,18 @@ def test_the_systems_reason_is_found_behind_the_wrappers():
 )
 def test_other_failures_are_not_the_systems(error):
     assert _system_refusal(error) is None
+
+
+def test_existing_output_is_what_a_write_would_replace(tmp_path):
+    from hf_embgpt.formats.registry import existing_output
+
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    assert existing_output(empty, "embgpt") is None and existing_output(tmp_path / "missing", "gpt2") is None
+    assert existing_output(full, "embgpt") == str(full)
+    assert existing_output(full, "nanogpt") is None  # nanoGPT writes full/ckpt.pt, beside config.json
+    (full / "ckpt.pt").write_bytes(b"")
+    assert existing_output(full, "nanogpt") == str(full / "ckpt.pt")
+    assert existing_output(full / "ckpt.pt", "llmc") == str(full / "ckpt.pt")
