@@ -165,3 +165,20 @@ def test_save_tokenizer_swaps_in_the_tokenizer_beside_the_folders_other_files(tm
     save_tokenizer(gpt2_tokenizer, tmp_path)
     assert (tmp_path / "model.safetensors").read_text() == "weights"
     assert AutoTokenizer.from_pretrained(tmp_path)(TEXT).input_ids == gpt2_tokenizer(TEXT).input_ids
+
+
+def test_every_problem_of_a_state_dict_is_named_at_once():
+    from hf_embgpt.formats.common import check_state_dict
+
+    config, state_dict = padded_checkpoint(vocab_size=1000)
+    del state_dict["transformer.ln_f.bias"], state_dict["transformer.wpe.weight"]
+    state_dict["extra.a"] = state_dict["extra.b"] = torch.zeros(1)
+    state_dict["transformer.ln_f.weight"] = torch.zeros(3)
+    state_dict["transformer.h.0.ln_1.bias"] = torch.zeros(2, 2)
+    with pytest.raises(ValueError) as info:
+        check_state_dict(state_dict, config, "ckpt.pt")
+    assert str(info.value) == (
+        "ckpt.pt: checkpoint is missing transformer.wpe.weight, transformer.ln_f.bias; "
+        "unexpected tensors extra.a, extra.b; tensors shaped unlike the config: "
+        "transformer.h.0.ln_1.bias (2, 2) (expected (64,)), transformer.ln_f.weight (3,) (expected (64,))"
+    )
