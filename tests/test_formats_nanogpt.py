@@ -209,10 +209,12 @@ def test_other_layer_norm_eps_is_named_and_round_trips(tmp_path, caplog):
     assert read_nanogpt(tmp_path / "ckpt.pt")[0].layer_norm_epsilon == 1e-6
 
 
-def test_exported_checkpoint_has_train_pys_keys_for_a_fresh_resume(tmp_path):
+def test_exported_checkpoint_has_train_pys_keys_for_a_fresh_resume(tmp_path, caplog):
     """nanoGPT's train.py (init_from='resume') reads iter_num, best_val_loss and config: an export starts over."""
     model = EmbGPTForCausalLM(EmbGPTConfig(**{**ARGS, "bias": True}, activation_function="gelu"))
-    write_nanogpt(model.config, model.state_dict(), tmp_path)  # a folder gets ckpt.pt, as train.py's out_dir
+    with caplog.at_level("INFO", logger="hf_embgpt.formats.nanogpt"):
+        write_nanogpt(model.config, model.state_dict(), tmp_path)  # a folder gets ckpt.pt, as train.py's out_dir
+    assert f"wrote {tmp_path / 'ckpt.pt'} (nanoGPT)" in caplog.text
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert {"model", "model_args", "iter_num", "best_val_loss", "config"} <= set(checkpoint)
     assert (checkpoint["iter_num"], checkpoint["best_val_loss"], checkpoint["config"]) == (0, float("inf"), {})
