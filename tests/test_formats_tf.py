@@ -248,6 +248,12 @@ def test_unexpected_variables_and_shapes(tmp_path):
         ValueError, match=re.escape("model/h0/attn/c_attn/w has shape (64, 192), expected (1, in, out)")
     ):
         read_tf(tmp_path / "m")
+    two = np.concatenate([tensors["model/h0/attn/c_attn/w"]] * 2)  # (2, in, out): OpenAI's conv1d has one
+    write_tensor_bundle(prefix, {**tensors, "model/h0/attn/c_attn/w": two})
+    with pytest.raises(
+        ValueError, match=re.escape("model/h0/attn/c_attn/w has shape (2, 64, 192), expected (1, in, out)")
+    ):
+        read_tf(tmp_path / "m")
 
 
 def test_failed_write_leaves_destination_untouched(tmp_path):
@@ -361,6 +367,11 @@ def test_missing_hparams_and_variables_are_all_named(tf_folder):
     write_tensor_bundle(prefix, {**read_tensor_bundle(prefix), "model/ln_f/b": np.zeros(64, np.float32)})
     write_tensor_bundle(prefix, {**read_tensor_bundle(prefix), "model/wpe": np.zeros((128, 64), np.float32)})
     with pytest.raises(ValueError, match=": missing none; unexpected model/extra$"):
+        read_tf(tf_folder)
+    write_tensor_bundle(
+        prefix, {k: v for k, v in read_tensor_bundle(prefix).items() if k not in ("model/extra", "model/wpe")}
+    )
+    with pytest.raises(ValueError, match=": missing model/wpe; unexpected none$"):
         read_tf(tf_folder)
 
 
