@@ -402,12 +402,13 @@ def test_protobuf_fields_parse_as_googles_encoder_writes_them():
 @pytest.mark.parametrize(
     "data, problem",
     [
+        (b"\x88", "is truncated: a varint runs past the end of its data"),
         (b"\x08\xff", "is truncated: a varint runs past the end of its data"),
         (b"\x08" + b"\xff" * 10 + b"\x01", "is corrupt: a varint is longer than 10 bytes"),
         (b"\x09\x00\x00", "is truncated: protobuf field 1 runs past its message"),
         (b"\x0b", "is corrupt: protobuf wire type 3 in field 1"),
     ],
-    ids=["cut-varint", "long-varint", "cut-fixed64", "group"],
+    ids=["cut-key", "cut-varint", "long-varint", "cut-fixed64", "group"],
 )
 def test_broken_protobuf_is_named(data, problem):
     from hf_embgpt.formats.tf import _parse_proto
