@@ -361,6 +361,19 @@ def test_where_no_swap_is_possible_files_move_in_with_config_json_last(tmp_path,
     assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny(3, 1))
 
 
+def test_where_no_swap_is_possible_an_overwrite_leaves_only_the_new_files(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    tiny(2, 0).save_pretrained(folder, max_shard_size="20KB")
+    (folder / "notes.txt").write_text("old")
+    (folder / "runs" / "old").mkdir(parents=True)
+    monkeypatch.setattr(os.path, "ismount", lambda path: os.fspath(path) == str(folder))  # e.g. a mounted volume
+    write_checkpoint(tiny(3, 1), folder, "embgpt", overwrite=True)
+    monkeypatch.undo()
+    write_checkpoint(tiny(3, 1), tmp_path / "fresh", "embgpt")
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(tmp_path / "fresh"))
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny(3, 1))
+
+
 def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir(mode=0o750)
