@@ -383,6 +383,7 @@ def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
     tiny().save_pretrained(folder)
     tiny().save_pretrained(folder)
     assert {"tokenizer.json", "runs", "config.json", "model.safetensors"} <= set(os.listdir(folder))
+    assert (folder / "tokenizer.json").read_text() == "{}" and (folder / "runs").is_dir()  # the same entries, moved
     assert folder.stat().st_mode & 0o777 == 0o750
     tiny().save_pretrained(tmp_path / "new")
     (tmp_path / "made").mkdir()
