@@ -585,8 +585,9 @@ def _check_inputs(config, input_ids, inputs_embeds, attention_mask, position_ids
 def _check_attention_mask(mask, batch, length, past_length):
     """A 2-D mask covers the cached tokens and the new ones; a 4-D mask is (batch or 1, 1 or heads, new, keys)."""
     covered = past_length + length if isinstance(past_length, int) else None  # a static cache's length is a tensor
-    if mask.ndim == 2 and mask.shape[0] == batch and mask.shape[1] == (covered or max(mask.shape[1], length)):
-        return
+    if mask.ndim == 2 and mask.shape[0] == batch:
+        if mask.shape[1] == covered or (covered is None and mask.shape[1] >= length):
+            return
     if mask.ndim == 4 and mask.shape[0] in (1, batch) and mask.shape[2] == length:
         return
     tokens = f"{past_length} cached + {length} new tokens" if past_length else f"{length} tokens"
