@@ -5,8 +5,8 @@
 #
 # MODULE: configuration_embgpt, modeling_embgpt, formats (or one of its modules, e.g. formats.gpt2), checkpoints
 # (default: all four). The budget (default 600 s, or $MUTATION_BUDGET) bounds the whole run; mutants not reached in
-# time are reported as "not checked", and the next
-# run checks only those (mutmut keeps its results in mutants/; delete the folder to start over).
+# time are reported as "not checked", and the next run checks only those (mutmut keeps its results in mutants/;
+# delete the folder to start over).
 # $PYTHON picks the interpreter (default: python); $MUTATION_CHILDREN the parallel test processes (default 1).
 #
 # Prints killed / survived / timed out per run and every surviving mutant's diff. A survivor is either harmless
@@ -51,30 +51,23 @@ if ! "$python" -c "import mutmut" 2>/dev/null; then
     exit 2
 fi
 
-# Mutants given by name are always rerun: after a first run, name only those not checked yet, so runs resume
-select_unchecked='
+# Mutants given by name are always rerun: after a first run, name only those not checked yet, so runs resume.
+# `mutmut results --all true | select STATUS PATTERN...`: the mutants of the selection with that status ("any": all)
+select='
 import fnmatch, sys
-patterns = sys.argv[1:]
+wanted, patterns = sys.argv[1], sys.argv[2:]
 for line in sys.stdin:
     name, _, status = line.strip().rpartition(": ")
-    if status == "not checked" and any(fnmatch.fnmatch(name, p) for p in patterns):
+    if wanted in ("any", status) and any(fnmatch.fnmatch(name, p) for p in patterns):
         print(name)
-'
-select_any='
-import fnmatch, sys
-patterns = sys.argv[1:]
-for line in sys.stdin:
-    name, _, status = line.strip().rpartition(": ")
-    if any(fnmatch.fnmatch(name, p) for p in patterns):
-        print(name)
-        break
 '
 earlier=""
 if [[ -d mutants ]]; then
     # mutmut brings its records up to date only when it runs: functions edited since (their mutants), and a changed
     # test selection in pyproject.toml (every mutant), are "not checked" after that. Run one mutant of the selection
     # first, so the list of unchecked mutants below is today's.
-    first="$("$python" -m mutmut results --all true 2>/dev/null | "$python" -c "$select_any" "${patterns[@]}" || true)"
+    first="$("$python" -m mutmut results --all true 2>/dev/null | "$python" -c "$select" any "${patterns[@]}" 2>/dev/null |
+        head -n 1 || true)"
     if [[ -n "$first" ]]; then
         echo "bringing mutmut's records up to date (one mutant: $first)"
         "$python" -m mutmut run --max-children "$children" "$first" >mutants.log 2>&1 || true
@@ -82,7 +75,7 @@ if [[ -d mutants ]]; then
     earlier="$("$python" -m mutmut results --all true 2>/dev/null || true)"
 fi
 if [[ -n "$earlier" ]]; then
-    mapfile -t targets < <(printf '%s\n' "$earlier" | "$python" -c "$select_unchecked" "${patterns[@]}")
+    mapfile -t targets < <(printf '%s\n' "$earlier" | "$python" -c "$select" "not checked" "${patterns[@]}")
     if [[ ${#targets[@]} -eq 0 ]]; then
         echo "every mutant of ${modules[*]} was checked in an earlier run (delete mutants/ to start over)"
     fi
@@ -99,7 +92,7 @@ if [[ ${#targets[@]} -gt 0 ]]; then
         "$python" -m mutmut run --max-children "$children" "${targets[@]}" >mutants.log 2>&1 || status=$?
 fi
 echo "mutmut ran $(($(date +%s) - started))s (exit status $status; its output is in mutants.log)"
-if [[ $status -eq 124 ]]; then
+if [[ $status -eq 124 || $status -eq 137 ]]; then  # 137: stopped by SIGKILL after the budget
     echo "the budget ran out: the mutants not reached are 'not checked'; run again to continue"
 fi
 
