@@ -12,11 +12,12 @@ copies, more than the caches hold), the layouts interleaved, and prints ms per t
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import torch
 from torch.nn import functional as F
+
+from bench_model import interleaved, summary  # scripts/ is on the path when run as a script
 
 
 def cpu_name():
@@ -53,18 +54,19 @@ def main(argv=None):
             for name, w in layer.items():
                 torch.addmm(bias[name], rows[name], w)
 
-    runs = {"nn.Linear (out, in): F.linear": nn_linear, "Conv1D (in, out): addmm": gpt2_conv1d}
-    times = {name: [] for name in runs}
-    with torch.inference_mode():
-        for run in runs.values():
+    def timed_ms(run):
+        def timed():
+            start = time.perf_counter()
             run()
-        for _ in range(args.reps):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    reference = medians["Conv1D (in, out): addmm"]
+            return (time.perf_counter() - start) * 1e3
+
+        return timed
+
+    runs = {"nn.Linear (out, in): F.linear": nn_linear, "Conv1D (in, out): addmm": gpt2_conv1d}
+    with torch.inference_mode():  # bench_model's protocol: a warm-up each, then the layouts interleaved
+        times = interleaved({name: timed_ms(run) for name, run in runs.items()}, args.reps)
+    ms = {name: summary(values) for name, values in times.items()}
+    reference = ms["Conv1D (in, out): addmm"]["median"]
     result = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
@@ -72,15 +74,13 @@ def main(argv=None):
         "blas": "mkl" if torch.backends.mkl.is_available() else "other",
         "layers": args.layers,
         "n_embd": d,
-        "ms_per_token": {
-            name: {"median": m, "min": min(times[name]), "max": max(times[name])} for name, m in medians.items()
-        },
-        "nn_linear_speed_vs_conv1d": reference / medians["nn.Linear (out, in): F.linear"],
+        "ms_per_token": ms,
+        "nn_linear_speed_vs_conv1d": reference / ms["nn.Linear (out, in): F.linear"]["median"],
     }
     print(f"{result['cpu']}, {result['threads']} threads: {args.layers} layers x 4 linears, 1 row")
     print(f"{'layout':34} {'ms/token':>9} {'min-max':>15} {'speed vs Conv1D':>16}")
-    for name, m in medians.items():
-        print(f"{name:34} {m:9.2f} {min(times[name]):7.2f}-{max(times[name]):<7.2f} {reference / m:16.2f}x")
+    for name, s in ms.items():
+        print(f"{name:34} {s['median']:9.2f} {s['min']:7.2f}-{s['max']:<7.2f} {reference / s['median']:16.2f}x")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     return result
