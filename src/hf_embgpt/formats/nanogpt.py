@@ -45,9 +45,9 @@ def read_nanogpt(path, vocab_size=None):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", str(e))
+        found = re.search(r"global ([\w.]+)", str(e), re.IGNORECASE)  # torch names it: "GLOBAL module.Class"
         if found:  # a well-formed pickle of more than tensors: it names the class it would have to import
-            raise ValueError(_refused_pickle(path, found.group(1) or found.group(2))) from None
+            raise ValueError(_refused_pickle(path, found.group(1))) from None
         raise _unreadable(path, e) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise _unreadable(path, e) from e
