@@ -275,6 +275,17 @@ def test_a_new_classifier_on_a_language_model_is_allowed_but_a_classifier_missin
         EmbGPTForSequenceClassification.from_pretrained(tmp_path / "classifier")
 
 
+def test_a_new_classifier_ignores_only_the_language_models_head(tmp_path):
+    """A task switch excuses the other class's head (an untied lm_head here), not any other unused tensor."""
+    config = EmbGPTConfig.from_preset("tiny", vocab_size=100, tie_word_embeddings=False)
+    EmbGPTForCausalLM(config).save_pretrained(tmp_path / "lm")
+    assert "lm_head.weight" in load_file(tmp_path / "lm" / "model.safetensors")
+    EmbGPTForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=2)
+    damage(tmp_path / "lm", add=["transformer.h.0.attn.rotary"])
+    with pytest.raises(ValueError, match=r"unexpected \['transformer\.h\.0\.attn\.rotary'\]$"):
+        EmbGPTForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=2)
+
+
 def test_embgpt_convert_of_a_damaged_folder_fails_and_writes_nothing(embgpt_dir, tmp_path):
     from hf_embgpt.convert import convert
 
@@ -359,8 +370,30 @@ def test_left_padded_generation_matches_gpt2(make_pair):
 
 @pytest.mark.parametrize("shape", [(1, 0), (0, 5)])
 def test_empty_input_is_named(tiny_config, shape):
+    model = EmbGPTForCausalLM(tiny_config)
     with pytest.raises(ValueError, match=rf"input_ids of shape {re.escape(str(shape))} is empty"):
-        EmbGPTForCausalLM(tiny_config)(torch.zeros(shape, dtype=torch.long))
+        model(torch.zeros(shape, dtype=torch.long))
+    embeds_shape = (*shape, tiny_config.n_embd)
+    with pytest.raises(ValueError, match=rf"inputs_embeds of shape {re.escape(str(embeds_shape))} is empty"):
+        model(inputs_embeds=torch.zeros(embeds_shape))
+
+
+def test_ids_and_embeddings_together_or_neither_are_refused(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    for inputs in ({}, {"input_ids": ids, "inputs_embeds": torch.zeros(1, 4, tiny_config.n_embd)}):
+        with pytest.raises(ValueError, match="^pass exactly one of input_ids or inputs_embeds$"):
+            model(**inputs)
+
+
+def test_ids_that_are_not_integer_tensors_are_named(tiny_config):
+    model = EmbGPTForCausalLM(tiny_config)
+    with pytest.raises(TypeError, match=r"^input_ids must be a tensor of int64 or int32 ids, got list$"):
+        model([[1, 2, 3]])
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    for name in ("position_ids", "token_type_ids"):
+        with pytest.raises(TypeError, match=rf"^{name} must be a tensor of int64 or int32 ids, got torch.float32$"):
+            model(ids, **{name: torch.zeros(1, 3)})
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int16, torch.uint8, torch.float32])
@@ -402,6 +435,15 @@ def test_float_or_mis_shaped_labels_are_named(tiny_config):
         model(ids, labels=ids.float())
     with pytest.raises(ValueError, match=r"labels have shape \(2, 5\) but the input is \(2, 6\)"):
         model(ids, labels=ids[:, :5])
+
+
+@pytest.mark.filterwarnings("ignore:Using the model-agnostic default")  # the default is what is under test
+def test_generation_without_a_length_gives_gpt2s_default_number_of_new_tokens(load_pair):
+    ref, ours = load_pair(GPT2LMHeadModel, EmbGPTForCausalLM)
+    ids = torch.randint(0, ref.config.vocab_size, (1, 7))
+    expected = ref.generate(ids, do_sample=False, pad_token_id=0)
+    assert expected.shape[1] > ids.shape[1] + 7  # the default counts new tokens, not the prompt's
+    assert torch.equal(ours.generate(ids, do_sample=False, pad_token_id=0), expected)
 
 
 def test_generation_past_block_size_fails_before_the_first_forward(tiny_config, monkeypatch):

@@ -4,6 +4,7 @@ kill -9 at any point of a save, two processes saving into one folder, a destinat
 the order in which a save's files become visible, each checked against the two models involved, tensor by tensor.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -366,11 +368,15 @@ def test_where_no_swap_is_possible_an_overwrite_leaves_only_the_new_files(tmp_pa
     tiny(2, 0).save_pretrained(folder, max_shard_size="20KB")
     (folder / "notes.txt").write_text("old")
     (folder / "runs" / "old").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("not ours")
+    (folder / "link").symlink_to(tmp_path / "elsewhere")  # a link to a folder: the link goes, not what it points to
     monkeypatch.setattr(os.path, "ismount", lambda path: os.fspath(path) == str(folder))  # e.g. a mounted volume
     write_checkpoint(tiny(3, 1), folder, "embgpt", overwrite=True)
     monkeypatch.undo()
     write_checkpoint(tiny(3, 1), tmp_path / "fresh", "embgpt")
     assert sorted(os.listdir(folder)) == sorted(os.listdir(tmp_path / "fresh"))
+    assert (tmp_path / "elsewhere" / "keep.txt").read_text() == "not ours"
     assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny(3, 1))
 
 
@@ -451,6 +457,48 @@ def test_every_rank_saving_into_one_folder_finishes_and_the_folder_loads(tmp_pat
     for rank, (_, err) in zip(ranks, outputs, strict=True):
         assert rank.returncode == 0, err[-3000:]
     assert sorted(out.strip() for out, _ in outputs) == [f"rank {r} loads the same weights: True" for r in (0, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the swap is Linux's renameat2")
+def test_a_swap_the_file_system_refuses_falls_back_and_any_other_failure_is_named(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    # EINVAL, as from a file system without RENAME_EXCHANGE: no swap (the caller moves files in), nothing moved
+    assert modeling._exchange(folder, folder / "sub") is False and (folder / "sub").is_dir()
+    absent = str(tmp_path / "absent")  # the saves pass real paths as strings
+    with pytest.raises(FileNotFoundError) as caught:  # any other failure: the OSError, naming the path
+        modeling._exchange(str(folder), absent)
+    assert str(caught.value) == f"[Errno {errno.ENOENT}] {os.strerror(errno.ENOENT)}: '{absent}'"
+    monkeypatch.setattr(modeling.ctypes, "CDLL", lambda *args, **kwargs: object())  # a C library without renameat2
+    assert modeling._exchange(folder, tmp_path) is False and (folder / "sub").is_dir()
+
+
+def test_save_pretrained_passes_its_arguments_on_and_always_names_the_remote_code(tmp_path):
+    folder, other = tmp_path / "model", tiny(2, 1)
+    model = tiny(2, 0)
+    model.config.auto_map = {"AutoModel": "elsewhere.Model"}
+    model.save_pretrained(folder, True, other.state_dict())  # is_main_process, state_dict: by position
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), other)
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == modeling.AUTO_MAP
+
+
+def test_a_rank_that_writes_nothing_leaves_the_folder_as_it_was(tmp_path):
+    folder = tmp_path / "model"
+    tiny(2, 0).save_pretrained(folder)
+    before = files(folder)
+    tiny(3, 1).save_pretrained(folder, False)  # is_main_process by position
+    tiny(3, 1).save_pretrained(folder, is_main_process=False)
+    assert files(folder) == before
+
+
+@pytest.mark.parametrize("rule", ["transformers'", "ours"])  # ours where transformers has no should_save_on_this_rank
+@pytest.mark.parametrize("rank, in_place", [(0, False), (1, True)])
+def test_under_torch_distributed_only_rank_0_saves_through_the_lock(monkeypatch, rule, rank, in_place):
+    model = tiny() if rule == "transformers'" else types.SimpleNamespace()  # only save_pretrained's `self`
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: rank)
+    assert modeling._saves_in_place(model, "folder") is in_place
+    assert modeling._saves_in_place(model, "folder", is_main_process=False) is True
 
 
 @pytest.mark.parametrize(

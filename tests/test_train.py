@@ -172,8 +172,6 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words
     assert proc.stdout.count("--- sample 1 ---") == 1  # only rank 0 samples, prints and writes
 
 
-
-
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, words):
     common = ["--max_steps", "10", "--save_steps", "4", "--eval_strategy", "no", "--num_samples", "0",
               "--per_device_train_batch_size", "4", "--dropout", "0.0"]  # fmt: skip

@@ -24,7 +24,6 @@ RUN = ["--max_steps", "6", "--save_steps", "3", "--eval_strategy", "no", "--num_
        "--per_device_train_batch_size", "4", "--dropout", "0.0"]  # fmt: skip
 
 
-
 def weights(folder):
     return load_file(os.path.join(folder, "model.safetensors"))
 

@@ -117,7 +117,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
         if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx, {"cache_position": kwargs.get("cache_position")})
+            k, v = cache.update(k, v, self.layer_idx)
         # eager, sdpa, flash, flex or a function registered with AttentionInterface, as set_attn_implementation chose;
         # the mask was built for it (None: plain causal). Only eager returns attention weights (the others give None).
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)

@@ -34,7 +34,6 @@ def state_dict_to_gpt2(state_dict):
     return {name: tensor.t() if name.endswith(GPT2_TRANSPOSED) else tensor for name, tensor in state_dict.items()}
 
 
-
 def write_gpt2(config, state_dict, folder, generation_config=None):
     """A stock transformers GPT2LMHeadModel folder, through the core GPT-2 table."""
     with torch.device("meta"):

@@ -21,6 +21,7 @@ PROVENANCE_FIELDS = {
 }
 PROVENANCE_KINDS = ("converted", "trained")
 
+
 def write_provenance(folder, **info):
     """Record where a checkpoint folder came from, merged over any earlier record; returns the record.
 
