@@ -386,10 +386,12 @@ def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
     folder.chmod(0o750)
     (folder / "tokenizer.json").write_text("{}")
     (folder / "runs").mkdir()
+    (folder / "runs" / "events").write_text("1")
     tiny().save_pretrained(folder)
     tiny().save_pretrained(folder)
     assert {"tokenizer.json", "runs", "config.json", "model.safetensors"} <= set(os.listdir(folder))
-    assert (folder / "tokenizer.json").read_text() == "{}" and (folder / "runs").is_dir()  # the same entries, moved
+    assert (folder / "tokenizer.json").read_text() == "{}"  # the same entries, moved
+    assert os.listdir(folder / "runs") == ["events"] and (folder / "runs" / "events").read_text() == "1"
     assert folder.stat().st_mode & 0o777 == 0o750
     tiny().save_pretrained(tmp_path / "new")
     (tmp_path / "made").mkdir()
