@@ -1,5 +1,6 @@
 """OpenAI TF checkpoints: the TensorBundle/SSTable reader, tested on checkpoints written by the package's own writer
-(`hf_embgpt.formats.tf.write_tensor_bundle`; no TensorFlow needed).
+(`hf_embgpt.formats.tf.write_tensor_bundle`; no TensorFlow needed) and on bundles whose protobuf entries the protobuf
+library encodes as TensorFlow's writer does (zeros left out; either byte order; bfloat16; two shards).
 
 The layout of every tensor is pinned independently of the package's name table: the test builds OpenAI's variables
 from a transformers GPT2LMHeadModel by OpenAI's own names and shapes, uses the bundle writer only as a container, and
@@ -26,6 +27,7 @@ from hf_embgpt.formats.tf import (
     TABLE_MAGIC,
     _crc_update,
     crc32c,
+    mask_crc,
     read_table,
     read_tensor_bundle,
     read_tf,
@@ -70,6 +72,64 @@ def test_tensor_bundle_round_trip_all_dtypes(tmp_path):
     for name, array in tensors.items():
         assert back[name].dtype == array.dtype and back[name].shape == array.shape, name
         np.testing.assert_array_equal(back[name], array)
+
+
+def bundle_protos():
+    """BundleHeaderProto and BundleEntryProto with the field numbers of TensorFlow's tensor_bundle.proto (enums as
+    int32, the same varint on the wire), encoded by the protobuf library as TensorFlow's writer does: proto3, zeros
+    left out."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="tensor_bundle_in_test.proto", package="bundle", syntax="proto3")
+    messages = {
+        "Dim": [(1, "size", field.TYPE_INT64, None)],
+        "Shape": [(2, "dim", field.TYPE_MESSAGE, ".bundle.Dim")],  # repeated
+        "Entry": [
+            (1, "dtype", field.TYPE_INT32, None),
+            (2, "shape", field.TYPE_MESSAGE, ".bundle.Shape"),
+            (3, "shard_id", field.TYPE_INT32, None),
+            (4, "offset", field.TYPE_INT64, None),
+            (5, "size", field.TYPE_INT64, None),
+            (6, "crc32c", field.TYPE_FIXED32, None),
+        ],
+        "Header": [(1, "num_shards", field.TYPE_INT32, None), (2, "endianness", field.TYPE_INT32, None)],
+    }
+    for name, fields in messages.items():
+        message = file.message_type.add(name=name)
+        for number, field_name, kind, type_name in fields:
+            label = field.LABEL_REPEATED if field_name == "dim" else field.LABEL_OPTIONAL
+            extra = {"type_name": type_name} if type_name else {}
+            message.field.add(name=field_name, number=number, type=kind, label=label, **extra)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return [message_factory.GetMessageClass(pool.FindMessageTypeByName(f"bundle.{n}")) for n in ("Header", "Entry")]
+
+
+@pytest.mark.parametrize("endianness", ["little", "big"])
+def test_two_shard_bfloat16_bundles_read_as_tensorflow_writes_them(tmp_path, endianness):
+    """A bundle in either byte order (header endianness 0 or 1), a float32 tensor at offset 0 of shard 0 (its zero
+    fields omitted) and a bfloat16 one in shard 1 of 2, read against torch's own bfloat16 conversion."""
+    Header, Entry = bundle_protos()
+    order = "<" if endianness == "little" else ">"
+    weight = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    half = torch.randn(2, 5)
+    bits = half.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    prefix = str(tmp_path / "model.ckpt")
+    entries = [(b"", Header(num_shards=2, endianness=int(order == ">")).SerializeToString())]
+    for shard, (name, array, dtype) in enumerate([("a/w", weight, 1), ("b/bf16", bits, 14)]):
+        data = array.astype(array.dtype.newbyteorder(order)).tobytes()
+        with open(f"{prefix}.data-{shard:05d}-of-00002", "wb") as f:
+            f.write(data)
+        shape = {"dim": [{"size": d} for d in array.shape]}
+        entry = Entry(dtype=dtype, shape=shape, shard_id=shard, offset=0, size=len(data), crc32c=mask_crc(crc32c(data)))
+        entries.append((name.encode(), entry.SerializeToString()))
+    write_table(f"{prefix}.index", entries)
+    back = read_tensor_bundle(prefix)
+    assert back["a/w"].dtype == np.float32 and back["a/w"].dtype.isnative
+    np.testing.assert_array_equal(back["a/w"], weight)
+    assert back["b/bf16"].dtype == np.float32 and back["b/bf16"].shape == (2, 5)
+    assert torch.equal(torch.from_numpy(back["b/bf16"]), half.to(torch.bfloat16).float())
 
 
 def test_gpt2_checkpoint_reads_with_transformers_logits(tmp_path, make_pair):

@@ -495,9 +495,10 @@ def read_tensor_bundle(prefix, verify_checksums=True):
         if verify_checksums and 6 in fields and crc32c(raw) != unmask_crc(fields[6][0]):
             raise ValueError(f"{path} is corrupt: {name} fails its crc32c check")
         array = np.array(raw).view(item).reshape(shape)  # a writable copy, off the memory map
-        if dtype == DT_BFLOAT16:
+        array = array.astype(item.newbyteorder("="), copy=False)  # this machine's byte order
+        if dtype == DT_BFLOAT16:  # its 16 bits are a float32's upper half
             array = (array.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = array.astype(item.newbyteorder("="), copy=False) if endianness == ">" else array
+        tensors[name] = array
     return tensors
 
 
