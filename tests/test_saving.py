@@ -331,6 +331,23 @@ def observe(monkeypatch, folder):
     return states
 
 
+def test_a_lock_file_names_its_holder_or_an_unknown_one(tmp_path):
+    """The pid a holder wrote; "unknown" for an empty lock file (its holder killed before writing) or an unreadable."""
+    path = tmp_path / ".model.embgpt-lock"
+    for content, holder in ((b"4242\n", "4242"), (b"", "unknown"), (b" \n", "unknown"), (b"\xff42", "\ufffd42")):
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert modeling._lock_holder(fd) == holder, content
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path, os.O_RDONLY)  # a read that fails (a folder here; on Windows, a byte another process locked)
+    try:
+        assert modeling._lock_holder(fd) == "unknown"
+    finally:
+        os.close(fd)
+
+
 def test_readers_see_the_old_files_then_the_new_ones_never_a_mix(tmp_path, monkeypatch):
     folder, fresh = tmp_path / "model", tmp_path / "fresh"
     tiny(2, 0).save_pretrained(folder, max_shard_size="20KB")
