@@ -166,6 +166,7 @@ print(json.dumps(dict(seen=seen[1:], stale=stale, after_next_save=leftovers(fold
 )
 
 
+@pytest.mark.processes
 def test_kill_9_at_random_points_of_saves_leaves_the_old_or_the_new_model(tmp_path):
     result = run_script(KILL_LOOP, tmp_path / "model", 20)
     assert set(result["seen"]) <= {"old", "new"}, result["seen"]
@@ -221,6 +222,7 @@ print(json.dumps(results))
 )
 
 
+@pytest.mark.processes
 def test_kill_before_every_step_of_a_save_leaves_the_old_or_the_new_model(tmp_path):
     results = run_script(KILL_AT_EVERY_STEP, tmp_path / "model")
     for mode, result in results.items():
@@ -252,6 +254,7 @@ print("{}")
 )
 
 
+@pytest.mark.processes
 def test_two_processes_saving_into_one_folder_never_mix(tmp_path):
     folder, sync, rounds = tmp_path / "model", tmp_path / "sync", 5
     sync.mkdir()
@@ -289,6 +292,7 @@ with folder_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.processes
 def test_a_second_writer_waits_names_the_holder_and_takes_over_a_dead_ones_lock(tmp_path, monkeypatch):
     folder = tmp_path / "model"
     holder = subprocess.Popen(
@@ -451,6 +455,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.processes
 def test_every_rank_saving_into_one_folder_finishes_and_the_folder_loads(tmp_path):
     folder = tmp_path / "model"
     world = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
