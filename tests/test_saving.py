@@ -236,6 +236,52 @@ def test_kill_before_every_step_of_a_save_leaves_the_old_or_the_new_model(tmp_pa
     assert all(before in ("old", "new") for before, _, _ in results["exchange"]["seen"])
 
 
+@pytest.mark.parametrize(
+    "state, survivor, others_kept",
+    [
+        ("writing", "old", True),  # killed while writing the new folder beside the old one
+        ("staged", "old", True),  # the new folder renamed to its swap name, not swapped yet
+        ("swapped", "new", True),  # swapped; the old folder's subfolders not yet moved over
+        ("swapped, replacing", "new", False),  # the same for an overwrite: nothing of the old folder stays
+        ("between the renames", "old", True),  # no exchange: the old folder moved aside, the new one not yet in
+        ("writing in place", "old", True),  # a save into a mount point stages inside the folder
+    ],
+)
+def test_the_next_save_finishes_or_undoes_what_a_killed_one_left(tmp_path, state, survivor, others_kept):
+    """Each state a save killed between two steps leaves, laid out on disk as the save lays it out; the processes
+    tests above reach them by killing real saves."""
+    folder, staged, old, new = tmp_path / "model", tmp_path / "new", tiny(2, 0), tiny(3, 1)
+    old.save_pretrained(folder)
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events").write_text("1")
+    new.save_pretrained(staged)
+    mode = "replace" if state == "swapped, replacing" else "merge"
+    swap_name = tmp_path / f".model.embgpt-{mode}-{os.stat(staged).st_ino}"  # named by the new folder's inode
+    writing = tmp_path / ".model.embgpt-new-0123456789ab"
+    if state == "writing":
+        os.rename(staged, writing)
+    elif state == "staged":
+        os.rename(staged, swap_name)
+    elif state.startswith("swapped"):  # as renameat2's exchange leaves it: the old folder under the swap name
+        if mode == "merge":
+            os.link(folder / "tokenizer.json", staged / "tokenizer.json")  # the old folder's files, linked in first
+        os.rename(folder, swap_name)
+        os.rename(staged, folder)
+    elif state == "between the renames":
+        os.rename(folder, swap_name)
+        os.rename(staged, writing)
+    else:
+        os.rename(staged, folder / ".model.embgpt-new-0123456789ab")
+    with modeling._atomic_folder(folder):  # writes nothing: only the recovery of the killed save runs
+        pass
+    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), old if survivor == "old" else new)
+    kept = (folder / "tokenizer.json").is_file() and os.listdir(folder / "runs") == ["events"]
+    assert kept if others_kept else not ({"tokenizer.json", "runs"} & set(os.listdir(folder)))
+    for parent in (tmp_path, folder):  # nothing of the killed save is left beside the folder or in it
+        assert [n for n in os.listdir(parent) if ".embgpt-" in n] == []
+
+
 # ---- 4. two writers
 
 
