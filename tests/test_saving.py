@@ -244,6 +244,8 @@ def test_kill_before_every_step_of_a_save_leaves_the_old_or_the_new_model(tmp_pa
         ("swapped", "new", True),  # swapped; the old folder's subfolders not yet moved over
         ("swapped, replacing", "new", False),  # the same for an overwrite: nothing of the old folder stays
         ("between the renames", "old", True),  # no exchange: the old folder moved aside, the new one not yet in
+        ("between the renames, replacing", "old", True),  # the same for an overwrite: the old folder goes back whole
+        ("writing the first save", None, False),  # no folder before: none after (not a half-written one)
         ("writing in place", "old", True),  # a save into a mount point stages inside the folder
     ],
 )
@@ -256,10 +258,13 @@ def test_the_next_save_finishes_or_undoes_what_a_killed_one_left(tmp_path, state
     (folder / "runs").mkdir()
     (folder / "runs" / "events").write_text("1")
     new.save_pretrained(staged)
-    mode = "replace" if state == "swapped, replacing" else "merge"
+    mode = "replace" if state.endswith("replacing") else "merge"
     swap_name = tmp_path / f".model.embgpt-{mode}-{os.stat(staged).st_ino}"  # named by the new folder's inode
     writing = tmp_path / ".model.embgpt-new-0123456789ab"
     if state == "writing":
+        os.rename(staged, writing)
+    elif state == "writing the first save":
+        shutil.rmtree(folder)
         os.rename(staged, writing)
     elif state == "staged":
         os.rename(staged, swap_name)
@@ -268,17 +273,20 @@ def test_the_next_save_finishes_or_undoes_what_a_killed_one_left(tmp_path, state
             os.link(folder / "tokenizer.json", staged / "tokenizer.json")  # the old folder's files, linked in first
         os.rename(folder, swap_name)
         os.rename(staged, folder)
-    elif state == "between the renames":
+    elif state.startswith("between the renames"):
         os.rename(folder, swap_name)
         os.rename(staged, writing)
     else:
         os.rename(staged, folder / ".model.embgpt-new-0123456789ab")
     with modeling._atomic_folder(folder):  # writes nothing: only the recovery of the killed save runs
         pass
-    assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), old if survivor == "old" else new)
-    kept = (folder / "tokenizer.json").is_file() and os.listdir(folder / "runs") == ["events"]
-    assert kept if others_kept else not ({"tokenizer.json", "runs"} & set(os.listdir(folder)))
-    for parent in (tmp_path, folder):  # nothing of the killed save is left beside the folder or in it
+    if survivor is None:
+        assert not folder.exists()
+    else:
+        assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), old if survivor == "old" else new)
+        kept = (folder / "tokenizer.json").is_file() and os.listdir(folder / "runs") == ["events"]
+        assert kept if others_kept else not ({"tokenizer.json", "runs"} & set(os.listdir(folder)))
+    for parent in (tmp_path, folder) if survivor else (tmp_path,):  # nothing of the killed save beside or in it
         assert [n for n in os.listdir(parent) if ".embgpt-" in n] == []
 
 
