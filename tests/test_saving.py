@@ -464,7 +464,15 @@ def test_where_no_swap_is_possible_an_overwrite_leaves_only_the_new_files(tmp_pa
     assert equal_weights(EmbGPTForCausalLM.from_pretrained(folder), tiny(3, 1))
 
 
-def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path):
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard links", "no hard links"])
+def test_a_save_keeps_the_folders_other_files_and_mode(tmp_path, monkeypatch, hard_links):
+    """Files are linked into the new folder before the swap; on a file system without hard links, moved after it."""
+    if not hard_links:
+
+        def link(*args, **kwargs):
+            raise PermissionError(errno.EPERM, "no hard links on this file system")
+
+        monkeypatch.setattr(os, "link", link)
     folder = tmp_path / "model"
     folder.mkdir(mode=0o750)
     folder.chmod(0o750)
