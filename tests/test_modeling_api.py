@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
 
 import hf_embgpt
-from conftest import gpt2_config, save_random_gpt2
+from conftest import assert_same_tensors, gpt2_config, save_random_gpt2
 from hf_embgpt import EmbGPTConfig, EmbGPTForCausalLM, EmbGPTForSequenceClassification, EmbGPTModel
 from hf_embgpt.modeling_embgpt import _CACHE_FIELD, state_dict_from_gpt2
 
@@ -232,6 +232,36 @@ def test_a_damaged_embgpt_folder_is_refused_by_name(embgpt_dir, change, words):
     damage(embgpt_dir, **change)
     with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(embgpt_dir))} does not fit .*{words}"):
         EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+
+
+def test_a_config_given_decides_over_the_folders_config_or_its_absence(embgpt_dir):
+    """As in transformers, config= loads the folder's weights under that config: also where the folder's config.json
+    names another model type, or is missing. Without config=, a missing config.json is an error naming the folder
+    (transformers would build a default config and report every tensor as mis-shaped)."""
+    saved = EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+    config, weights = saved.config, saved.state_dict()
+    config_file = embgpt_dir / "config.json"
+    config_file.write_text(config_file.read_text().replace('"model_type": "embgpt"', '"model_type": "llama"'))
+    with pytest.raises(ValueError, match="is a 'llama' checkpoint"):
+        EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+    assert_same_tensors(EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=config).state_dict(), weights)
+    config_file.unlink()
+    with pytest.raises(OSError, match=rf"^{re.escape(str(embgpt_dir))} has no config.json: pass config="):
+        EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+    assert_same_tensors(EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=config).state_dict(), weights)
+
+
+@pytest.mark.parametrize("model_class", [GPT2LMHeadModel, EmbGPTForCausalLM])
+def test_positional_model_arguments_reach_the_model_as_in_gpt2(tmp_path, model_class):
+    """from_pretrained(path, *model_args) passes them to the class's __init__, which takes none besides config."""
+    folder = save_random_gpt2(tmp_path / "gpt2")
+    with pytest.raises(TypeError, match="positional argument"):
+        model_class.from_pretrained(folder, "an extra argument")
+    embgpt = EmbGPTForCausalLM(EmbGPTConfig.from_preset("tiny", vocab_size=100))
+    embgpt.save_pretrained(tmp_path / "embgpt")
+    if model_class is EmbGPTForCausalLM:  # and from an EmbGPT folder (no conversion)
+        with pytest.raises(TypeError, match="positional argument"):
+            model_class.from_pretrained(tmp_path / "embgpt", "an extra argument")
 
 
 def test_transformers_alone_would_accept_the_missing_tensor(tmp_path):

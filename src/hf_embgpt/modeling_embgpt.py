@@ -726,6 +726,8 @@ def _checkpoint_model_type(source, kwargs):
         if kwargs.get("config") is None:
             raise
         return None  # weights without a config.json, loaded with the config given
+    if not config_dict and kwargs.get("config") is None:  # transformers would load them into a default config
+        raise OSError(f"{source} has no config.json: pass config= (an EmbGPTConfig) to load its weights")
     return config_dict.get("model_type")
 
 
