@@ -236,13 +236,17 @@ def test_a_damaged_embgpt_folder_is_refused_by_name(embgpt_dir, change, words):
 
 def test_a_config_given_decides_over_the_folders_config_or_its_absence(embgpt_dir):
     """As in transformers, config= loads the folder's weights under that config: also where the folder's config.json
-    names another model type, or is missing. Without config=, a missing config.json is an error naming the folder
+    names another model type, is unreadable, or is missing. Without config=, a missing one is an error naming the folder
     (transformers would build a default config and report every tensor as mis-shaped)."""
     saved = EmbGPTForCausalLM.from_pretrained(embgpt_dir)
     config, weights = saved.config, saved.state_dict()
     config_file = embgpt_dir / "config.json"
     config_file.write_text(config_file.read_text().replace('"model_type": "embgpt"', '"model_type": "llama"'))
     with pytest.raises(ValueError, match="is a 'llama' checkpoint"):
+        EmbGPTForCausalLM.from_pretrained(embgpt_dir)
+    assert_same_tensors(EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=config).state_dict(), weights)
+    config_file.write_text("{not json")  # transformers' own error names the file
+    with pytest.raises(OSError, match=rf"config file at '{re.escape(str(config_file))}' is not a valid JSON file"):
         EmbGPTForCausalLM.from_pretrained(embgpt_dir)
     assert_same_tensors(EmbGPTForCausalLM.from_pretrained(embgpt_dir, config=config).state_dict(), weights)
     config_file.unlink()
