@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules with mutmut (configured in pyproject.toml, [tool.mutmut]), within a time budget.
 #
-#   scripts/mutation.sh [-b SECONDS] [MODULE ...]
+#   scripts/mutation.sh [-b SECONDS] [-s] [MODULE ...]
 #
 # MODULE: configuration_embgpt, modeling_embgpt, formats (or one of its modules, e.g. formats.gpt2), checkpoints
 # (default: all four). The budget (default 600 s, or $MUTATION_BUDGET) bounds the whole run; mutants not reached in
 # time are reported as "not checked", and the next run checks only those (mutmut keeps its results in mutants/;
-# delete the folder to start over).
+# delete the folder to start over). -s reruns the mutants that survived instead: after writing tests for them.
 # $PYTHON picks the interpreter (default: python); $MUTATION_CHILDREN the parallel test processes (default 1).
 #
 # Prints killed / survived / timed out per run and every surviving mutant's diff. A survivor is either harmless
@@ -16,10 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 budget="${MUTATION_BUDGET:-600}"
-if [[ "${1:-}" == "-b" || "${1:-}" == "--budget" ]]; then
-    budget="$2"
-    shift 2
-fi
+rerun="not checked"  # the status of the mutants this run checks
+while [[ "${1:-}" == -* ]]; do
+    case "$1" in
+        -b | --budget) budget="$2"; shift 2 ;;
+        -s | --survivors) rerun="survived"; shift ;;
+        *) echo "unknown option $1; usage: scripts/mutation.sh [-b SECONDS] [-s] [MODULE ...]" >&2; exit 2 ;;
+    esac
+done
 python="${PYTHON:-python}"
 children="${MUTATION_CHILDREN:-1}"
 # mutmut forks a worker per mutant (pyproject.toml: from a fork server); with one OpenMP thread per process no pool
@@ -75,9 +79,9 @@ if [[ -d mutants ]]; then
     earlier="$("$python" -m mutmut results --all true 2>/dev/null || true)"
 fi
 if [[ -n "$earlier" ]]; then
-    mapfile -t targets < <(printf '%s\n' "$earlier" | "$python" -c "$select" "not checked" "${patterns[@]}")
+    mapfile -t targets < <(printf '%s\n' "$earlier" | "$python" -c "$select" "$rerun" "${patterns[@]}")
     if [[ ${#targets[@]} -eq 0 ]]; then
-        echo "every mutant of ${modules[*]} was checked in an earlier run (delete mutants/ to start over)"
+        echo "no mutant of ${modules[*]} is '$rerun' (delete mutants/ to start over)"
     fi
 else
     targets=("${patterns[@]}")
