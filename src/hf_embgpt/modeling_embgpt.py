@@ -590,7 +590,8 @@ def _check_attention_mask(mask, batch, length, past_length):
             return
     if mask.ndim == 4 and mask.shape[0] in (1, batch) and mask.shape[2] == length:
         return
-    tokens = f"{past_length} cached + {length} new tokens" if past_length else f"{length} tokens"
+    cached = int(past_length) if torch.is_tensor(past_length) else past_length  # a host read only to say it
+    tokens = f"{cached} cached + {length} new tokens" if cached else f"{length} tokens"
     raise ValueError(
         f"attention_mask has shape {tuple(mask.shape)} but the input needs ({batch}, {covered or 'cached + new'}): "
         f"one row per sequence and one column per token ({tokens}), or a 4-D mask ({batch}, 1, {length}, keys)"
