@@ -225,12 +225,20 @@ def damage(folder, drop=(), add=(), reshape=()):
             dict(reshape=["transformer.h.0.ln_1.weight"]),
             r"mis-shaped \['transformer\.h\.0\.ln_1\.weight \(65,\) vs \(64,\)'\]",
         ),
+        (
+            dict(drop=["transformer.h.1.mlp.c_fc.weight"], add=["transformer.h.9.attn.c_attn.weight"]),
+            r"missing \['transformer\.h\.1\.mlp\.c_fc\.weight'\]; "
+            r"unexpected \['transformer\.h\.9\.attn\.c_attn\.weight'\]",
+        ),
     ],
-    ids=["missing", "unexpected", "mis-shaped"],
+    ids=["missing", "unexpected", "mis-shaped", "missing and unexpected"],
 )
 def test_a_damaged_embgpt_folder_is_refused_by_name(embgpt_dir, change, words):
     damage(embgpt_dir, **change)
-    with pytest.raises(ValueError, match=rf"checkpoint {re.escape(str(embgpt_dir))} does not fit .*{words}"):
+    head = re.escape(
+        f"checkpoint {embgpt_dir} does not fit EmbGPTForCausalLM and its config (shapes: checkpoint vs model): "
+    )
+    with pytest.raises(ValueError, match=f"^{head}{words}$"):
         EmbGPTForCausalLM.from_pretrained(embgpt_dir)
 
 
