@@ -299,6 +299,7 @@ WRITER = (
 import os, sys, time
 folder, sync, me, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 model = OLD if me == "old" else NEW
+open(os.path.join(sync, f"ready-{me}"), "w").close()  # imports done: the rounds' deadlines start from here
 for r in range(rounds):
     while not os.path.exists(os.path.join(sync, f"go-{r}")):
         time.sleep(0.002)
@@ -324,12 +325,19 @@ def test_two_processes_saving_into_one_folder_never_mix(tmp_path):
         for me in ("old", "new")
     ]
     writer_models, seen = {"old": tiny(2, 0), "new": tiny(3, 1)}, []
+
+    def wait_for(names, seconds, what):
+        deadline = time.monotonic() + seconds
+        while not all((sync / name).exists() for name in names):
+            for writer in writers:
+                assert writer.poll() is None, f"a writer exited: {writer.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"{what} took over {seconds} s"
+            time.sleep(0.01)
+
+    wait_for(["ready-old", "ready-new"], 300, "starting the writers")  # python, torch and transformers imports
     for r in range(rounds):
         (sync / f"go-{r}").touch()
-        deadline = time.monotonic() + 60
-        while not all((sync / f"done-{me}-{r}").exists() for me in ("old", "new")):
-            assert time.monotonic() < deadline and all(w.poll() is None for w in writers), "a writer failed"
-            time.sleep(0.01)
+        wait_for([f"done-{me}-{r}" for me in ("old", "new")], 60, f"round {r}")
         loaded = EmbGPTForCausalLM.from_pretrained(folder)
         seen.append(next((name for name, model in writer_models.items() if equal_weights(loaded, model)), "mixed"))
     for writer in writers:
