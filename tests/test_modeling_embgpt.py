@@ -71,6 +71,15 @@ def test_logits_loss_and_every_gradient_match_gpt2(make_pair, attn_implementatio
     assert_every_gradient_matches(ref, ours)
 
 
+def test_a_gpt2_layer_norm_epsilon_reaches_every_layer_norm(make_pair):
+    """GPT-2's default 1e-5 is also LayerNorm's: another value shows whether each of the model's LayerNorms gets it."""
+    ref, ours = make_pair("eager", layer_norm_epsilon=0.5)  # far above the activations' variance at initialisation
+    ids = torch.randint(0, 50257, (2, 12))
+    with torch.no_grad():
+        assert max_diff(ref(ids).logits, ours(ids).logits) <= TOL
+    assert {m.eps for m in ours.modules() if isinstance(m, torch.nn.LayerNorm)} == {0.5}
+
+
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("padded", [False, True])
 def test_hidden_states_and_attentions_match_gpt2(make_pair, attn_implementation, padded):
