@@ -91,9 +91,7 @@ def read_checkpoint(path, fmt=None):
     if fmt in ("embgpt", "gpt2", "hub"):
         # from_pretrained converts GPT-2 folders (and Hub ids) exactly: the core GPT-2 table
         return EmbGPTForCausalLM.from_pretrained(path).eval(), fmt
-    readers = {"nanogpt": nanogpt.read_nanogpt, "llmc": llmc.read_llmc, "tf": tf.read_tf}
-    if fmt not in readers:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    readers = {"nanogpt": nanogpt.read_nanogpt, "llmc": llmc.read_llmc, "tf": tf.read_tf}  # the other FORMATS
     config, state_dict = readers[fmt](path)
     return model_from_state_dict(config, state_dict, source=path), fmt
 
