@@ -132,6 +132,103 @@ def test_two_shard_bfloat16_bundles_read_as_tensorflow_writes_them(tmp_path, end
     assert torch.equal(torch.from_numpy(back["b/bf16"]), half.to(torch.bfloat16).float())
 
 
+def write_bundle(prefix, entries, num_shards=1, header=None):
+    """A bundle whose index holds `entries` [(key bytes, BundleEntryProto bytes)] and one data shard of 48 bytes
+    (a float32 (3, 4) tensor of 0..11); the header encoded by the protobuf library unless given as bytes."""
+    Header, _ = bundle_protos()
+    data = np.arange(12, dtype="<f4").tobytes()
+    for shard in range(num_shards):
+        with open(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}", "wb") as f:
+            f.write(data)
+    header = Header(num_shards=num_shards).SerializeToString() if header is None else header
+    write_table(f"{prefix}.index", [(b"", header), *entries])
+    return data
+
+
+def entry(**fields):
+    """A BundleEntryProto for the 48-byte float32 (3, 4) tensor at offset 0 of shard 0, with `fields` changed."""
+    _, Entry = bundle_protos()
+    values = dict(dtype=1, shape={"dim": [{"size": 3}, {"size": 4}]}, size=48)
+    values.update(fields)
+    return Entry(**{k: v for k, v in values.items() if v is not None}).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "entries, options, problem",
+    [
+        (
+            [(b"w", entry(dtype=7))],
+            {},
+            "model.ckpt.index: w has TensorFlow dtype 7, which this reader does not support",
+        ),
+        (
+            [(b"w", entry(dtype=None))],
+            {},
+            "model.ckpt.index: w has TensorFlow dtype 0, which this reader does not support",
+        ),
+        (
+            [(b"w", entry(size=40))],
+            {},
+            "model.ckpt.index: w has shape (3, 4) of 4-byte items, but its entry says 40 bytes",
+        ),
+        ([(b"w", entry(shard_id=1))], {}, "model.ckpt.index: w is in shard 1 but the header says 1 shards"),
+        (
+            [(b"w", entry(shape={"dim": [{"size": 3}, {"size": 8}]}, size=96))],
+            {},
+            "model.ckpt.data-00000-of-00001 is truncated: w needs bytes 0..96, the file has 48",
+        ),
+        (
+            [(b"w", entry() + b"\x3a\x00")],
+            {},
+            "model.ckpt.index: w is a partitioned variable (slices), which is not supported",
+        ),
+        ([(b"w", b"\x88")], {}, "model.ckpt.index is truncated: a varint runs past the end of its data"),
+        (
+            [(b"w", entry(shape=None) + b"\x12\x01\x88")],
+            {},
+            "model.ckpt.index is truncated: a varint runs past the end of its data",
+        ),
+        ([(b"w", entry(crc32c=12345))], {}, "model.ckpt.data-00000-of-00001 is corrupt: w fails its crc32c check"),
+        ([], {"header": b"\x88"}, "model.ckpt.index is truncated: a varint runs past the end of its data"),
+    ],
+    ids=[
+        "dtype",
+        "no-dtype",
+        "size",
+        "shard",
+        "truncated",
+        "slices",
+        "entry-proto",
+        "shape-proto",
+        "crc",
+        "header-proto",
+    ],
+)
+def test_a_bundle_entry_tensorflow_would_not_write_is_named(tmp_path, entries, options, problem):
+    prefix = str(tmp_path / "model.ckpt")
+    write_bundle(prefix, entries, **options)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path))}/{re.escape(problem)}$"):
+        read_tensor_bundle(prefix)
+
+
+def test_bundle_reading_details_tensorflow_relies_on(tmp_path):
+    """The header key missing, checksums skipped on request, a key that is not UTF-8, a scalar without a shape, and
+    a tensor at offset 0 of shard 0 whose zero fields the protobuf encoder leaves out."""
+    prefix = str(tmp_path / "model.ckpt")
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(prefix)}.index does not exist$"):
+        read_tensor_bundle(prefix)
+    data = write_bundle(prefix, [(b"\xffw", entry(crc32c=12345)), (b"x", entry(dtype=1, shape=None, size=4))])
+    with pytest.raises(ValueError, match="fails its crc32c check"):
+        read_tensor_bundle(prefix)  # checked by default
+    tensors = read_tensor_bundle(prefix, verify_checksums=False)
+    assert sorted(tensors) == ["x", "\ufffdw"]  # an undecodable byte replaced, as in an error message
+    np.testing.assert_array_equal(tensors["\ufffdw"], np.frombuffer(data, "<f4").reshape(3, 4))
+    assert tensors["x"].shape == () and tensors["x"] == 0.0
+    write_table(f"{prefix}.index", [(b"w", entry())])  # no BundleHeaderProto first
+    with pytest.raises(ValueError, match="has no BundleHeaderProto"):
+        read_tensor_bundle(prefix)
+
+
 def test_gpt2_checkpoint_reads_with_transformers_logits(tmp_path, make_pair):
     ref, ours = make_pair()
     write_tf(ours.config, ours.state_dict(), tmp_path / "124M")
@@ -230,6 +327,42 @@ def tf_folder(tmp_path):
     config, state_dict = _tiny_random()
     write_tf(config, state_dict, tmp_path / "m")
     return tmp_path / "m"
+
+
+def checkpoint_state():
+    """TensorFlow's CheckpointState (checkpoint_state.proto: model_checkpoint_path = 1, all_model_checkpoint_paths =
+    2), which `tf.train.latest_checkpoint` reads from the `checkpoint` file in protobuf text format."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="checkpoint_state_in_test.proto", package="ckpt", syntax="proto3")
+    message = file.message_type.add(name="CheckpointState")
+    message.field.add(name="model_checkpoint_path", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    message.field.add(name="all_model_checkpoint_paths", number=2, type=field.TYPE_STRING, label=field.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("ckpt.CheckpointState"))()
+
+
+def test_write_tf_writes_float32_a_pointer_tensorflow_parses_and_refuses_what_openai_has_not(tmp_path, caplog):
+    from google.protobuf import text_format
+
+    config, state_dict = _tiny_random()
+    half = {name: tensor.half() for name, tensor in state_dict.items()}
+    with caplog.at_level("WARNING", logger="hf_embgpt.formats.tf"):
+        write_tf(config, half, tmp_path / "half")
+    assert caplog.records == []  # GPT-2's own activation: nothing to warn about
+    tensors = read_tensor_bundle(str(tmp_path / "half" / "model.ckpt"))
+    assert {array.dtype for array in tensors.values()} == {np.dtype("float32")}  # as OpenAI's release
+    np.testing.assert_array_equal(tensors["model/wte"], half["transformer.wte.weight"].float().numpy())
+    state = text_format.Parse((tmp_path / "half" / "checkpoint").read_text(), checkpoint_state())
+    assert state.model_checkpoint_path == "model.ckpt" and list(state.all_model_checkpoint_paths) == ["model.ckpt"]
+    with pytest.raises(ValueError, match="^OpenAI's GPT-2 has biases everywhere; a bias=False model can't be written"):
+        write_tf(*_tiny_random(bias=False), tmp_path / "no-bias")
+    config, state_dict = _tiny_random(activation_function="gelu")
+    with caplog.at_level("WARNING", logger="hf_embgpt.formats.tf"):
+        write_tf(config, state_dict, tmp_path / "gelu")
+    assert [r.getMessage() for r in caplog.records] == ["OpenAI's GPT-2 uses the tanh GELU; this model uses 'gelu'"]
 
 
 def test_bad_index_files(tf_folder):
