@@ -113,6 +113,12 @@ def test_an_unknown_format_is_named_with_the_choices(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_in_no_known_format_gets_detections_error(tmp_path):
+    (tmp_path / "weights.npz").write_bytes(b"PK\x05\x06")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}: unknown checkpoint format; expected a folder"):
+        read_checkpoint(tmp_path)
+
+
 def test_a_format_given_must_be_the_one_detected(tmp_path):
     write_checkpoint(tiny_model(), tmp_path / "ckpt.pt", "nanogpt")
     words = f"{tmp_path / 'ckpt.pt'} holds a checkpoint in format nanogpt, not llmc; the format is detected anyway"
