@@ -55,6 +55,63 @@ def test_sstable_round_trip_with_shared_prefixes_and_many_blocks(tmp_path):
     assert read_table(tmp_path / "t.index") == sorted(entries)
 
 
+def leveldb_varint(data, pos):
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value, pos, shift = value | (byte & 0x7F) << shift, pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def leveldb_block(data, handle):
+    """[(shared, key, value, entry offset)] and the restart offsets of the block at `handle` (offset, size), decoded
+    here as LevelDB's table_format.md lays a block out (varint shared/unshared/value lengths, key suffix, value; then
+    uint32 restart offsets and their count), not with the reader under test."""
+    offset, size = handle
+    (count,) = struct.unpack_from("<I", data, offset + size - 4)
+    restarts = list(struct.unpack_from(f"<{count}I", data, offset + size - 4 - 4 * count))
+    entries, key, pos, end = [], b"", offset, offset + size - 4 - 4 * count
+    while pos < end:
+        start = pos - offset
+        shared, pos = leveldb_varint(data, pos)
+        unshared, pos = leveldb_varint(data, pos)
+        length, pos = leveldb_varint(data, pos)
+        key = key[:shared] + data[pos : pos + unshared]
+        entries.append((shared, key, data[pos + unshared : pos + unshared + length], start))
+        pos += unshared + length
+    return entries, restarts
+
+
+def leveldb_handle(data, pos=0):
+    offset, pos = leveldb_varint(data, pos)
+    size, pos = leveldb_varint(data, pos)
+    return (offset, size), pos
+
+
+def test_sstable_layout_is_leveldbs_so_tensorflow_can_seek_in_it(tmp_path):
+    """TensorFlow looks tensors up through the index block: each index key must separate its data block from the
+    next, restart points must start entries with no shared prefix (every 16th entry; every index entry), and the
+    footer is two block handles, zero padding and the magic."""
+    entries = sorted((f"model/h{i}/mlp/c_fc/{k}".encode(), os.urandom(i % 89)) for i in range(300) for k in "bw")
+    write_table(tmp_path / "t.index", entries)
+    data = (tmp_path / "t.index").read_bytes()
+    footer = data[-48:]
+    _, pos = leveldb_handle(footer)  # the metaindex block
+    index_handle, pos = leveldb_handle(footer, pos)
+    assert footer[pos:40] == bytes(40 - pos) and struct.unpack("<Q", footer[40:])[0] == TABLE_MAGIC
+    index, index_restarts = leveldb_block(data, index_handle)
+    assert index_restarts == [start for _, _, _, start in index] and len(index) > 3  # several data blocks
+    blocks = [leveldb_block(data, leveldb_handle(handle)[0]) for _, _, handle, _ in index]
+    found = []
+    for (_, separator, _, _), (block, restarts), following in zip(index, blocks, blocks[1:] + [None], strict=True):
+        assert restarts == [start for n, (_, _, _, start) in enumerate(block) if n % 16 == 0]
+        assert all(shared == 0 for n, (shared, _, _, _) in enumerate(block) if n % 16 == 0)
+        assert block[-1][1] <= separator and (following is None or separator < following[0][0][1])
+        found += [(key, value) for _, key, value, _ in block]
+    assert found == entries
+
+
 def test_tensor_bundle_round_trip_all_dtypes(tmp_path):
     rng = np.random.default_rng(0)
     tensors = {
