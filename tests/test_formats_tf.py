@@ -93,12 +93,13 @@ def test_sstable_layout_is_leveldbs_so_tensorflow_can_seek_in_it(tmp_path):
     """TensorFlow looks tensors up through the index block: each index key must separate its data block from the
     next, restart points must start entries with no shared prefix (every 16th entry; every index entry), and the
     footer is two block handles, zero padding and the magic."""
-    entries = sorted((f"model/h{i}/mlp/c_fc/{k}".encode(), os.urandom(i % 89)) for i in range(300) for k in "bw")
+    entries = sorted((f"model/h{i}/mlp/c_fc/{k}".encode(), bytes([i % 7]) * (i % 89)) for i in range(300) for k in "bw")
     write_table(tmp_path / "t.index", entries)
     data = (tmp_path / "t.index").read_bytes()
     footer = data[-48:]
-    _, pos = leveldb_handle(footer)  # the metaindex block
+    metaindex_handle, pos = leveldb_handle(footer)
     index_handle, pos = leveldb_handle(footer, pos)
+    assert leveldb_block(data, metaindex_handle) == ([], [0])  # no filters: an empty block, one restart at 0
     assert footer[pos:40] == bytes(40 - pos) and struct.unpack("<Q", footer[40:])[0] == TABLE_MAGIC
     index, index_restarts = leveldb_block(data, index_handle)
     assert index_restarts == [start for _, _, _, start in index] and len(index) > 3  # several data blocks
