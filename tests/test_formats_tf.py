@@ -645,10 +645,13 @@ def test_protobuf_fields_parse_as_googles_encoder_writes_them():
     for message, decode in cases:
         (value,) = _parse_proto(message.SerializeToString(), "header")[1]
         assert decode(value) == message.value, type(message).__name__
-    two = (
-        wrappers_pb2.DoubleValue(value=3.0).SerializeToString() + wrappers_pb2.FloatValue(value=2.0).SerializeToString()
-    )
-    assert len(_parse_proto(two, "header")[1]) == 2  # a field repeated: both values, in order
+    double, single = wrappers_pb2.DoubleValue(value=3.0), wrappers_pb2.FloatValue(value=2.0)
+    for first, second in ((double, single), (single, double)):  # a field repeated: both values, in order
+        values = _parse_proto(first.SerializeToString() + second.SerializeToString(), "header")[1]
+        widths = [8 if message is double else 4 for message in (first, second)]
+        pairs = zip(values, widths, strict=True)
+        decoded = [struct.unpack("<d" if n == 8 else "<f", v.to_bytes(n, "little"))[0] for v, n in pairs]
+        assert decoded == [first.value, second.value]
 
 
 @pytest.mark.parametrize(
