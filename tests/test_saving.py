@@ -590,6 +590,7 @@ def test_save_pretrained_passes_its_arguments_on_and_always_names_the_remote_cod
 
 
 def test_a_rank_that_writes_nothing_leaves_the_folder_as_it_was(tmp_path):
+    """transformers before should_save_on_this_rank writes the weights on every rank: ours go to a scratch folder."""
     folder = tmp_path / "model"
     tiny(2, 0).save_pretrained(folder)
     before = files(folder)
@@ -600,26 +601,26 @@ def test_a_rank_that_writes_nothing_leaves_the_folder_as_it_was(tmp_path):
 
 # a model: transformers' should_save_on_this_rank where it has one (5.24), else our rule; an object without it: ours
 @pytest.mark.parametrize("rule", ["model", "our rule"])
-@pytest.mark.parametrize("rank, in_place", [(0, False), (1, True)])
-def test_under_torch_distributed_only_rank_0_saves_through_the_lock(monkeypatch, rule, rank, in_place):
+@pytest.mark.parametrize("rank, target", [(0, "staged"), (1, "scratch")])
+def test_under_torch_distributed_only_rank_0_saves_through_the_lock(monkeypatch, rule, rank, target):
     model = tiny() if rule == "model" else types.SimpleNamespace()  # only save_pretrained's `self`
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: rank)
-    assert modeling._saves_in_place(model, "folder") is in_place
-    assert modeling._saves_in_place(model, "folder", is_main_process=False) is True
+    assert modeling._save_target(model, "folder") == target
+    assert modeling._save_target(model, "folder", is_main_process=False) == "scratch"
 
 
 @pytest.mark.parametrize(
-    "args, kwargs, in_place",
+    "args, kwargs, target",
     [
-        ((), {}, False),
-        ((True,), {}, False),
-        ((False,), {}, True),  # is_main_process given by position, as save_pretrained's second parameter
-        ((), {"is_main_process": False}, True),
-        ((True, None, True), {}, True),  # push_to_hub by position
-        ((), {"push_to_hub": True}, True),
-        ((), {"distributed_checkpoint": True}, True),
+        ((), {}, "staged"),
+        ((True,), {}, "staged"),
+        ((False,), {}, "scratch"),  # is_main_process given by position, as save_pretrained's second parameter
+        ((), {"is_main_process": False}, "scratch"),
+        ((True, None, True), {}, "in place"),  # push_to_hub by position
+        ((), {"push_to_hub": True}, "in place"),
+        ((), {"distributed_checkpoint": True}, "in place"),
     ],
 )
-def test_the_saves_that_skip_the_lock_are_uploads_shared_saves_and_ranks_that_write_nothing(args, kwargs, in_place):
-    assert modeling._saves_in_place(tiny(), "folder", *args, **kwargs) is in_place
+def test_the_saves_that_skip_the_lock_are_uploads_shared_saves_and_ranks_that_write_nothing(args, kwargs, target):
+    assert modeling._save_target(tiny(), "folder", *args, **kwargs) == target

@@ -224,17 +224,23 @@ class EmbGPTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, always with remote code for every Auto class; all or nothing for readers
-        and one writer at a time (see `_atomic_folder`), except uploads and saves shared by ranks (`_saves_in_place`).
+        and one writer at a time (see `_atomic_folder`), except uploads and saves shared by ranks (`_save_target`).
         """
         self.config.auto_map = dict(AUTO_MAP)
-        if _saves_in_place(self, save_directory, *args, **kwargs):
+        target = _save_target(self, save_directory, *args, **kwargs)
+        if target == "staged":
+            with _atomic_folder(save_directory) as staging:
+                super().save_pretrained(staging, *args, **kwargs)
+            return
+        if target == "scratch":
+            with tempfile.TemporaryDirectory() as scratch:
+                super().save_pretrained(scratch, *args, **kwargs)
+        else:
             super().save_pretrained(save_directory, *args, **kwargs)
-            # a rank past transformers' closing barrier finds the writing rank still holding the lock until its
-            # staging folder is in place: wait for that, so the folder is complete on every rank when this returns
-            with _folder_lock(os.path.realpath(save_directory), SAVE_LOCK_TIMEOUT):
-                return
-        with _atomic_folder(save_directory) as staging:
-            super().save_pretrained(staging, *args, **kwargs)
+        # a rank past transformers' closing barrier finds the writing rank still holding the lock until its staging
+        # folder is in place: wait for that, so the folder is complete on every rank when this returns
+        with _folder_lock(os.path.realpath(save_directory), SAVE_LOCK_TIMEOUT):
+            return
 
 
 class EmbGPTModel(EmbGPTPreTrainedModel):
@@ -775,19 +781,24 @@ _LOCKS_HELD = set()  # (lock file, thread): a save inside a save of the same fol
 _STAGING = set()  # folders being staged in this process: a save into one writes directly, the outer swap is atomic
 
 
-def _saves_in_place(model, save_directory, *args, **kwargs):
-    """Whether save_pretrained (these arguments) writes straight into the folder, without the lock and staging folder:
-    an upload, a distributed checkpoint (every rank writes its shard), or a rank that writes nothing. transformers may
-    run collectives (gathers, barriers) inside save_pretrained on every rank of torch.distributed, so a rank waiting
-    for the writing rank's lock would never join them, and both would wait for ever."""
+def _save_target(model, save_directory, *args, **kwargs):
+    """Where save_pretrained (these arguments) writes: "staged" (a staging folder swapped in under the lock), "in
+    place" (an upload, or a distributed checkpoint where every rank writes its shard) or "scratch" (a rank that is not
+    the writing one: a folder that is then dropped, since a transformers without should_save_on_this_rank, 5.10 for
+    one, still writes the weights on such a rank, and would write them into the folder beside the staged save).
+
+    Only "staged" takes the lock first: transformers may run collectives (gathers, barriers) inside save_pretrained
+    on every rank of torch.distributed, so a rank waiting for the writing rank's lock would never join them."""
     options = inspect.signature(PreTrainedModel.save_pretrained).bind(model, save_directory, *args, **kwargs).arguments
     options.update(options.pop("kwargs", {}))
     if options.get("push_to_hub") or options.get("distributed_checkpoint"):
-        return True
+        return "in place"
     is_main_process = options.get("is_main_process", True)
     if hasattr(model, "should_save_on_this_rank"):  # transformers that picks the writing rank itself (rank 0)
-        return not model.should_save_on_this_rank(is_main_process)
-    return not is_main_process or (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+        writes = model.should_save_on_this_rank(is_main_process)
+    else:
+        writes = is_main_process and not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+    return "staged" if writes else "scratch"
 
 
 @contextlib.contextmanager
