@@ -7,6 +7,7 @@ from a transformers GPT2LMHeadModel by OpenAI's own names and shapes, uses the b
 compares logits after import with GPT-2's.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -132,36 +133,46 @@ def test_tensor_bundle_round_trip_all_dtypes(tmp_path):
         np.testing.assert_array_equal(back[name], array)
 
 
-def bundle_protos():
-    """BundleHeaderProto and BundleEntryProto with the field numbers of TensorFlow's tensor_bundle.proto (enums as
-    int32, the same varint on the wire), encoded by the protobuf library as TensorFlow's writer does: proto3, zeros
-    left out."""
+def proto_classes(package, messages):
+    """Message classes built by the protobuf library from `messages`: {name: [(number, field name, type, repeated,
+    message type or None)]} in proto3, where fields at their zero value are left out, as TensorFlow's writers do."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="tensor_bundle_in_test.proto", package="bundle", syntax="proto3")
-    messages = {
-        "Dim": [(1, "size", field.TYPE_INT64, None)],
-        "Shape": [(2, "dim", field.TYPE_MESSAGE, ".bundle.Dim")],  # repeated
-        "Entry": [
-            (1, "dtype", field.TYPE_INT32, None),
-            (2, "shape", field.TYPE_MESSAGE, ".bundle.Shape"),
-            (3, "shard_id", field.TYPE_INT32, None),
-            (4, "offset", field.TYPE_INT64, None),
-            (5, "size", field.TYPE_INT64, None),
-            (6, "crc32c", field.TYPE_FIXED32, None),
-        ],
-        "Header": [(1, "num_shards", field.TYPE_INT32, None), (2, "endianness", field.TYPE_INT32, None)],
-    }
+    label = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name=f"{package}_in_test.proto", package=package, syntax="proto3")
     for name, fields in messages.items():
         message = file.message_type.add(name=name)
-        for number, field_name, kind, type_name in fields:
-            label = field.LABEL_REPEATED if field_name == "dim" else field.LABEL_OPTIONAL
-            extra = {"type_name": type_name} if type_name else {}
-            message.field.add(name=field_name, number=number, type=kind, label=label, **extra)
+        for number, field_name, kind, repeated, type_name in fields:
+            extra = {"type_name": f".{package}.{type_name}"} if type_name else {}
+            kind = getattr(label, f"TYPE_{kind}")
+            repeat = label.LABEL_REPEATED if repeated else label.LABEL_OPTIONAL
+            message.field.add(name=field_name, number=number, type=kind, label=repeat, **extra)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    return [message_factory.GetMessageClass(pool.FindMessageTypeByName(f"bundle.{n}")) for n in ("Header", "Entry")]
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}")) for name in messages}
+
+
+@functools.cache
+def bundle_protos():
+    """BundleHeaderProto and BundleEntryProto with the field numbers of TensorFlow's tensor_bundle.proto (enums as
+    int32, the same varint on the wire)."""
+    classes = proto_classes(
+        "bundle",
+        {
+            "Dim": [(1, "size", "INT64", False, None)],
+            "Shape": [(2, "dim", "MESSAGE", True, "Dim")],
+            "Entry": [
+                (1, "dtype", "INT32", False, None),
+                (2, "shape", "MESSAGE", False, "Shape"),
+                (3, "shard_id", "INT32", False, None),
+                (4, "offset", "INT64", False, None),
+                (5, "size", "INT64", False, None),
+                (6, "crc32c", "FIXED32", False, None),
+            ],
+            "Header": [(1, "num_shards", "INT32", False, None), (2, "endianness", "INT32", False, None)],
+        },
+    )
+    return classes["Header"], classes["Entry"]
 
 
 @pytest.mark.parametrize("endianness", ["little", "big"])
@@ -390,16 +401,11 @@ def tf_folder(tmp_path):
 def checkpoint_state():
     """TensorFlow's CheckpointState (checkpoint_state.proto: model_checkpoint_path = 1, all_model_checkpoint_paths =
     2), which `tf.train.latest_checkpoint` reads from the `checkpoint` file in protobuf text format."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="checkpoint_state_in_test.proto", package="ckpt", syntax="proto3")
-    message = file.message_type.add(name="CheckpointState")
-    message.field.add(name="model_checkpoint_path", number=1, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    message.field.add(name="all_model_checkpoint_paths", number=2, type=field.TYPE_STRING, label=field.LABEL_REPEATED)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("ckpt.CheckpointState"))()
+    fields = [
+        (1, "model_checkpoint_path", "STRING", False, None),
+        (2, "all_model_checkpoint_paths", "STRING", True, None),
+    ]
+    return proto_classes("ckpt", {"CheckpointState": fields})["CheckpointState"]()
 
 
 def test_write_tf_writes_float32_a_pointer_tensorflow_parses_and_refuses_what_openai_has_not(tmp_path, caplog):
