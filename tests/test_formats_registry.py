@@ -20,6 +20,7 @@ from hf_embgpt.formats.registry import (
     _system_refusal,
     check_source,
     detect_format,
+    existing_output,
     is_hub_id,
     read_checkpoint,
     write_checkpoint,
@@ -73,8 +74,6 @@ def test_other_failures_are_not_the_systems(error):
 
 
 def test_existing_output_is_what_a_write_would_replace(tmp_path):
-    from hf_embgpt.formats.registry import existing_output
-
     empty, full = tmp_path / "empty", tmp_path / "full"
     empty.mkdir()
     full.mkdir()
